@@ -188,6 +188,57 @@ impl Event {
     }
 }
 
+/// Removes insignificant whitespace from valid JSON text, so stored and pushed data is
+/// compact whatever the publisher sent. Returns the input unchanged when already compact.
+pub fn compact_json(raw: Box<RawValue>) -> Box<RawValue> {
+    let text = raw.get();
+    let needs = {
+        let mut in_str = false;
+        let mut esc = false;
+        text.bytes().any(|b| {
+            if in_str {
+                if esc {
+                    esc = false;
+                } else if b == b'\\' {
+                    esc = true;
+                } else if b == b'"' {
+                    in_str = false;
+                }
+                false
+            } else if b == b'"' {
+                in_str = true;
+                false
+            } else {
+                matches!(b, b' ' | b'\n' | b'\r' | b'\t')
+            }
+        })
+    };
+    if !needs {
+        return raw;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut in_str = false;
+    let mut esc = false;
+    for c in text.chars() {
+        if in_str {
+            out.push(c);
+            if esc {
+                esc = false;
+            } else if c == '\\' {
+                esc = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+        } else if c == '"' {
+            in_str = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\n' | '\r' | '\t') {
+            out.push(c);
+        }
+    }
+    RawValue::from_string(out).unwrap_or(raw)
+}
+
 /// Appends `s` as a JSON string literal.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     if s.bytes()
@@ -318,6 +369,16 @@ mod tests {
         for ms in [0i64, 951_782_400_000, 4_102_444_800_999] {
             assert_eq!(parse_rfc3339_ms(&rfc3339_ms(ms)), Some(ms));
         }
+    }
+
+    #[test]
+    fn compacts() {
+        let raw = |s: &str| RawValue::from_string(s.into()).unwrap();
+        assert_eq!(
+            compact_json(raw(" { \"a b\" : [1, 2],\n\"c\\\" \": \" x \" } ")).get(),
+            r#"{"a b":[1,2],"c\" ":" x "}"#
+        );
+        assert_eq!(compact_json(raw("\"\"")).get(), "\"\"");
     }
 
     #[test]

@@ -1,1 +1,33 @@
-//! placeholder
+//! Herald's wire codecs, pure code with no sockets: the doors in `herald-server` wire them
+//! to connections, and clients (`herald tail`, `herald bench`) use the decoders.
+//!
+//! # Layout
+//! - [`sse`]: Server-Sent Events encoder (event frames, `retry`, `: ping`) and an
+//!   incremental decoder.
+//! - [`ws_json`]: the JSON WebSocket protocol of SPEC 6.1 (client messages parsed, server
+//!   messages encoded).
+//!
+//! Encodings of an event are cached on the event itself ([`herald_core::Event::encoded`]),
+//! one slot per transport (see [`slots`]), so a fan-out to 10,000 subscribers encodes once.
+
+pub mod sse;
+pub mod ws_json;
+
+/// Which [`herald_core::Event::encoded`] slot each transport uses.
+pub mod slots {
+    /// SSE frame bytes.
+    pub const SSE: usize = 0;
+    /// WebSocket JSON `event` message text.
+    pub const WS_JSON: usize = 1;
+    /// JSON object of the event (history pages, webhooks).
+    pub const JSON: usize = 2;
+}
+
+/// The event's JSON object (`{"id","topic","event","data","time"}`), cached on the event.
+pub fn event_json(ev: &herald_core::Event) -> bytes::Bytes {
+    ev.encoded(slots::JSON, |ev| {
+        let mut out = Vec::with_capacity(ev.data.get().len() + 96);
+        ev.write_json(&mut out);
+        out.into()
+    })
+}
