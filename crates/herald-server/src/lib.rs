@@ -1,1 +1,181 @@
-//! placeholder
+//! Herald's HTTP server: the doors (REST publish, SSE, long polling, WebSocket JSON), the
+//! gateway layer in front of them, health, metrics and OpenAPI, wired to one [`Hub`].
+//!
+//! [`run`] takes an already-bound listener and a [`CancellationToken`], so tests start many
+//! servers in one process on port 0, and shutdown is explicit.
+//!
+//! # Layout
+//! - [`config`]: the embedded `config.default.toml`, loading (file, env, flags) and validation.
+//! - [`gateway`]: the [`gateway::Principal`] resolved once per request, API keys.
+//! - [`error`]: `ApiError`, the one place problem+json responses are made.
+//! - [`state`]: `AppState`, metrics, the connection limit.
+//! - `rest`: publish and batch publish, topics list.
+//! - `events`: GET events / subscribe, dispatching to `sse` or to the long poll.
+//! - `sse`, `ws`: the streaming doors.
+//! - `ops`: `/healthz`, `/readyz`, `/metrics`, `/api/v1/openapi.json`.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request, State},
+    http::{HeaderName, HeaderValue, StatusCode},
+    middleware::{self, Next},
+    response::Response,
+};
+use herald_core::{Hub, HubConfig, Log, LogOptions, MemoryLog};
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+
+pub mod config;
+pub mod error;
+mod events;
+pub mod gateway;
+mod ops;
+mod rest;
+mod sse;
+pub mod state;
+mod ws;
+
+pub use config::Config;
+
+use crate::{error::ApiError, gateway::Principal, state::AppState};
+
+/// How often retention and expired idempotency keys are swept.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy)]
+struct MakeUlid;
+
+impl MakeRequestId for MakeUlid {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&ulid::Ulid::new().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// The whole application router for a state.
+pub fn router(state: AppState) -> Router {
+    let x_request_id = HeaderName::from_static("x-request-id");
+    let body_limit = state.config.limits.max_body_bytes;
+    Router::new()
+        .merge(rest::router())
+        .merge(events::router())
+        .merge(ws::router())
+        .merge(ops::router())
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            gateway::principal_layer,
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeUlid))
+        .with_state(state)
+}
+
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    state
+        .metrics
+        .http_requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    next.run(req).await
+}
+
+/// Opens the log the configuration asks for.
+///
+/// # Errors
+/// When the SQLite store cannot be opened.
+pub async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
+    let options = LogOptions {
+        retention: config.retention.clone(),
+        dedupe_window: config.dedupe_window,
+    };
+    if config.memory {
+        return Ok(Arc::new(MemoryLog::new(options)));
+    }
+    let log = herald_store::SqliteLog::open(&config.data_dir, config.durability, options)
+        .await
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    Ok(Arc::new(log))
+}
+
+/// Builds the state for a configuration and an opened log.
+pub fn build_state(config: Config, log: Arc<dyn Log>, token: CancellationToken) -> AppState {
+    let hub = Hub::new(
+        log,
+        HubConfig {
+            subscriber_queue: config.limits.subscriber_queue,
+            max_event_bytes: config.limits.max_event_bytes,
+            max_batch: config.limits.max_batch,
+        },
+    );
+    AppState {
+        hub,
+        config: Arc::new(config),
+        token,
+        metrics: Arc::default(),
+        anyone: Principal::anyone(),
+        tasks: TaskTracker::new(),
+    }
+}
+
+/// Serves until `token` is cancelled, then shuts down gracefully: stops accepting, ends every
+/// stream, waits up to `server.shutdown_grace`, and closes (flushes) the log.
+///
+/// # Errors
+/// When the store cannot be opened or the listener fails.
+pub async fn run(config: Config, listener: TcpListener, token: CancellationToken) -> anyhow::Result<()> {
+    let log = open_log(&config).await?;
+    if config.auth_keys.is_empty() {
+        tracing::warn!("no authentication configured: every request is allowed");
+    }
+    let state = build_state(config, log.clone(), token.clone());
+    let grace = state.config.shutdown_grace;
+    let tasks = state.tasks.clone();
+    tasks.spawn(maintain(state.hub.clone(), token.clone()));
+    let addr = listener.local_addr().ok();
+    tracing::info!(addr = ?addr, memory = state.config.memory, "herald listening");
+    let app = router(state);
+    let serve = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(token.clone().cancelled_owned());
+    let outcome = tokio::select! {
+        r = std::future::IntoFuture::into_future(serve) => r.context("serving HTTP"),
+        _ = async { token.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "connections outlived the shutdown grace period");
+            Ok(())
+        }
+    };
+    tasks.close();
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!(?grace, "background tasks outlived the shutdown grace period");
+    }
+    log.close().await.context("closing the store")?;
+    tracing::info!("herald stopped");
+    outcome
+}
+
+async fn maintain(hub: Hub, token: CancellationToken) {
+    let mut tick = tokio::time::interval(MAINTAIN_EVERY);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = hub.log().maintain().await {
+                    tracing::warn!(error = %e, "retention sweep failed");
+                }
+            }
+        }
+    }
+}
+

@@ -1,0 +1,54 @@
+//! Operations endpoints: liveness, readiness, Prometheus metrics, the OpenAPI document.
+
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+
+use crate::{error::ApiError, state::AppState};
+
+/// The OpenAPI 3.1 document of the REST API.
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// Routes.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
+}
+
+async fn healthz() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}").into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.token.is_cancelled() {
+        return ApiError::unavailable("shutting down").into_response();
+    }
+    match state.hub.log().ready() {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{\"status\":\"ready\",\"store\":\"ok\"}",
+        )
+            .into_response(),
+        Err(e) => ApiError::unavailable(format!("store not ready: {e}")).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&state.hub),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
