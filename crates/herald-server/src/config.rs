@@ -350,16 +350,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (use e.g. \"100ms\", \"30s\", \"5m\", \"24h\", \"5d\")"))?;
+    let n: f64 = num.parse().map_err(|_| {
+        format!("{s:?} is not a duration (use e.g. \"100ms\", \"30s\", \"5m\", \"24h\", \"5d\")")
+    })?;
     let secs = match unit.trim() {
         "ms" => n / 1000.0,
         "" | "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
         "d" => n * 86_400.0,
-        other => return Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)"
+            ));
+        }
     };
     if !secs.is_finite() || secs < 0.0 || secs > 1e10 {
         return Err(format!("{s:?} is out of range"));
@@ -417,7 +421,11 @@ impl Config {
             fig = fig.merge(Serialized::default("cluster.nats_url", nats));
         }
         let raw: RawConfig = fig.extract().map_err(|e| {
-            let first = e.into_iter().next().map(|e| e.to_string()).unwrap_or_default();
+            let first = e
+                .into_iter()
+                .next()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             ConfigError(format!("invalid configuration: {first}"))
         })?;
         Self::validate(raw)
@@ -437,10 +445,12 @@ impl Config {
     /// A [`ConfigError`] naming the first bad key.
     pub fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
         let s = &raw.server;
-        let listen: SocketAddr = s
-            .listen
-            .parse()
-            .map_err(|_| bad("server.listen", format!("{:?} is not an address like 127.0.0.1:8080", s.listen)))?;
+        let listen: SocketAddr = s.listen.parse().map_err(|_| {
+            bad(
+                "server.listen",
+                format!("{:?} is not an address like 127.0.0.1:8080", s.listen),
+            )
+        })?;
         let durability = match s.durability.as_str() {
             "fsync" => Durability::Fsync,
             "batch" => Durability::Batch,

@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// Routes of this door (the per-topic path is registered with the REST publish route).
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/api/v1/subscribe", get(subscribe_many))
 }
 
@@ -39,7 +39,10 @@ pub(crate) fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (crate::gateway::percent_decode(k), crate::gateway::percent_decode(v))
+            (
+                crate::gateway::percent_decode(k),
+                crate::gateway::percent_decode(v),
+            )
         })
         .collect()
 }

@@ -117,8 +117,12 @@ impl ApiKey {
 
 /// Finds the credential: `Authorization: Bearer`, `?access_token=`, or cookie `herald_token`.
 pub fn credential(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
-        && let Some(token) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        && let Some(token) = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
     {
         return Some(token.trim().to_owned());
     }
@@ -187,7 +191,11 @@ fn same(a: &str, b: &str) -> bool {
 ///
 /// # Errors
 /// 401 when auth is configured and the credential is missing or unknown.
-pub fn resolve(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Result<Principal, ApiError> {
+pub fn resolve(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Principal, ApiError> {
     let keys = &state.config.auth_keys;
     if keys.is_empty() {
         return Ok(state.anyone.clone());
@@ -206,7 +214,11 @@ pub fn resolve(state: &AppState, headers: &HeaderMap, query: Option<&str>) -> Re
 
 /// Middleware: resolves the principal and stores it in the request extensions, where every
 /// door's handler takes it from.
-pub async fn principal_layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn principal_layer(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let path = req.uri().path();
     // Probes and metrics stay open so orchestrators can reach them.
     if matches!(path, "/healthz" | "/readyz" | "/metrics") {

@@ -27,7 +27,9 @@ use axum::{
 use herald_core::{Hub, HubConfig, Log, LogOptions, MemoryLog};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 
 pub mod config;
 pub mod error;
@@ -68,14 +70,20 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+            )
         })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             gateway::principal_layer,
         ))
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeUlid))
         .with_state(state)
@@ -132,7 +140,11 @@ pub fn build_state(config: Config, log: Arc<dyn Log>, token: CancellationToken) 
 ///
 /// # Errors
 /// When the store cannot be opened or the listener fails.
-pub async fn run(config: Config, listener: TcpListener, token: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    token: CancellationToken,
+) -> anyhow::Result<()> {
     let log = open_log(&config).await?;
     if config.auth_keys.is_empty() {
         tracing::warn!("no authentication configured: every request is allowed");
@@ -158,7 +170,10 @@ pub async fn run(config: Config, listener: TcpListener, token: CancellationToken
     };
     tasks.close();
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
-        tracing::warn!(?grace, "background tasks outlived the shutdown grace period");
+        tracing::warn!(
+            ?grace,
+            "background tasks outlived the shutdown grace period"
+        );
     }
     log.close().await.context("closing the store")?;
     tracing::info!("herald stopped");
@@ -178,4 +193,3 @@ async fn maintain(hub: Hub, token: CancellationToken) {
         }
     }
 }
-

@@ -23,7 +23,11 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 async fn healthz() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}").into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        "{\"status\":\"ok\"}",
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// Routes of this door.
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/api/v1/topics/{topic}/events",

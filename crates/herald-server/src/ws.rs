@@ -7,7 +7,10 @@ use axum::{
     Extension, Router,
     extract::{
         State, WebSocketUpgrade,
-        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code, rejection::WebSocketUpgradeRejection},
+        ws::{
+            CloseFrame, Message, Utf8Bytes, WebSocket, close_code,
+            rejection::WebSocketUpgradeRejection,
+        },
     },
     response::Response,
     routing::get,
@@ -32,7 +35,7 @@ const MAX_GARBAGE: u32 = 10;
 const MAX_COALESCE: usize = 128;
 
 /// Routes of this door.
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/api/v1/ws", get(upgrade))
 }
 

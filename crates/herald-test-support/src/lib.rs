@@ -1,1 +1,125 @@
-//! placeholder
+//! Test helpers: a real Herald server in-process on `127.0.0.1:0` with its own temp data
+//! directory and cancellation token.
+//!
+//! # Layout
+//! - [`TestServer`]: spawn, URLs, a client, restart on the same data, clean stop.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use herald_server::config::{Config, RawConfig};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+/// A running server.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    token: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    dir: Option<tempfile::TempDir>,
+    data_dir: PathBuf,
+    tweak: fn(&mut RawConfig),
+}
+
+fn no_tweak(_: &mut RawConfig) {}
+
+impl TestServer {
+    /// A server on a fresh SQLite store in a temp dir, default configuration.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(no_tweak).await
+    }
+
+    /// A server with configuration changed by `tweak` (on top of the defaults).
+    pub async fn spawn_with(tweak: fn(&mut RawConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().to_path_buf();
+        let mut s = Self::start(&data_dir, tweak).await;
+        s.dir = Some(dir);
+        s
+    }
+
+    /// A server on an existing data directory (not removed at the end).
+    pub async fn spawn_in(data_dir: &Path, tweak: fn(&mut RawConfig)) -> Self {
+        Self::start(data_dir, tweak).await
+    }
+
+    async fn start(data_dir: &Path, tweak: fn(&mut RawConfig)) -> Self {
+        let mut raw = Config::defaults().expect("default config").raw;
+        raw.server.data_dir = data_dir.to_path_buf();
+        raw.server.listen = "127.0.0.1:0".into();
+        raw.server.shutdown_grace = "5s".into();
+        raw.server.durability = "batch".into();
+        tweak(&mut raw);
+        let config = Config::validate(raw).expect("valid test config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let token = CancellationToken::new();
+        let task = tokio::spawn(herald_server::run(config, listener, token.clone()));
+        Self {
+            addr,
+            token,
+            task: Some(task),
+            dir: None,
+            data_dir: data_dir.to_path_buf(),
+            tweak,
+        }
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// `ws://127.0.0.1:<port><path>`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// A plain HTTP client.
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client")
+    }
+
+    /// Cancels the server and asserts it shut down cleanly within 15 s.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        self.token.cancel();
+        if let Some(task) = self.task.take() {
+            let r = tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("server did not stop within 15 s");
+            r.expect("server task panicked")
+                .expect("server returned an error");
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data directory and configuration
+    /// (a new port).
+    pub async fn restart(mut self) -> Self {
+        self.shutdown().await;
+        let mut next = Self::start(&self.data_dir, self.tweak).await;
+        next.dir = self.dir.take();
+        next
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
