@@ -47,7 +47,11 @@ async fn upgrade(
     let ws = ws.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let guard = state.connect(Transport::Ws)?;
     let max = state.config.limits.max_body_bytes;
+    // tungstenite reserves 128 KiB per direction by default; most connections only ever
+    // carry small JSON messages, and buffers grow when a big one comes.
     Ok(ws
+        .read_buffer_size(4096)
+        .write_buffer_size(4096)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
