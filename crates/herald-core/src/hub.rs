@@ -323,10 +323,9 @@ impl Hub {
             Cursor::After(n) => {
                 sub.last = n;
                 sub.phase = Phase::History { registered: false };
-                let floor = self.inner.log.floor(&sub.patterns);
-                if n < floor {
-                    sub.truncated = Some(n);
-                }
+                // Checked against retention after the first history read, not now: events
+                // pruned before that read must not vanish without a notice.
+                sub.truncated = Some(n);
             }
         }
         self.inner
@@ -390,7 +389,8 @@ pub struct Subscription {
     /// Id of the last event yielded (or the cursor).
     last: u64,
     buffer: VecDeque<Arc<Event>>,
-    /// Cursor to report in a `herald.truncated` notice, before the first event.
+    /// The starting cursor, until the first history read checks it against retention (and
+    /// reports it in a `herald.truncated` notice, before the first event, if it fell out).
     truncated: Option<u64>,
 }
 
@@ -450,7 +450,11 @@ impl Subscription {
                 .read(&self.patterns, self.last, HISTORY_PAGE)
                 .await?;
             let short = page.len() < HISTORY_PAGE;
-            if let Some(requested) = self.truncated.take() {
+            // The floor is read after the page: pruning that raced with the read can only
+            // cause a needless notice, never a silent gap.
+            if let Some(requested) = self.truncated.take()
+                && requested < self.hub.log.floor(&self.patterns)
+            {
                 let oldest = page
                     .first()
                     .map(|e| e.id)

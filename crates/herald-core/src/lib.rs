@@ -10,7 +10,7 @@
 //!   [`NewEvent`] (what a publisher hands in).
 //! - [`index`]: [`PatternIndex`], the trie that finds a topic's subscribers.
 //! - [`log`]: the [`Log`] trait, retention rules and per-topic bookkeeping.
-//! - [`memory`]: [`MemoryLog`].
+//! - [`memory`]: the in-memory log, [`MemoryLog`].
 //! - [`hub`]: [`Hub`], [`Subscription`] and the seam-free resume.
 //! - [`error`]: [`ValidationError`] (client's fault) and [`LogError`] (storage's).
 

@@ -27,7 +27,9 @@ struct State {
     /// Ids per topic, oldest first, for count retention.
     per_topic: HashMap<Arc<str>, VecDeque<u64>>,
     topics: TopicTable,
-    keys: HashMap<String, (u64, i64)>,
+    /// Idempotency key -> (the event it stored, when). Holds the event itself so that a
+    /// retry within the dedupe window is a duplicate even after retention removed the event.
+    keys: HashMap<String, (Arc<Event>, i64)>,
     head: u64,
     closed: bool,
 }
@@ -76,11 +78,10 @@ impl Log for MemoryLog {
             }
             let mut out = Vec::with_capacity(batch.len());
             let mut fresh = Vec::with_capacity(batch.len());
-            for new in batch {
+            for mut new in batch {
                 if let Some(key) = &new.key
-                    && let Some(&(id, at)) = state.keys.get(key)
-                    && now - at < window
-                    && let Some(ev) = state.events.get(&id)
+                    && let Some((ev, at)) = state.keys.get(key)
+                    && now - *at < window
                 {
                     out.push(Appended {
                         event: ev.clone(),
@@ -90,10 +91,11 @@ impl Log for MemoryLog {
                 }
                 state.head += 1;
                 let id = state.head;
-                if let Some(key) = &new.key {
-                    state.keys.insert(key.clone(), (id, now));
-                }
+                let key = new.key.take();
                 let ev = Arc::new(Event::from_new(id, new, now));
+                if let Some(key) = key {
+                    state.keys.insert(key, (ev.clone(), now));
+                }
                 state.events.insert(id, ev.clone());
                 state
                     .per_topic
