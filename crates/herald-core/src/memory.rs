@@ -70,9 +70,11 @@ fn matches_any(patterns: &[Pattern], topic: &str) -> bool {
 impl Log for MemoryLog {
     fn append(&self, batch: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<Appended>, LogError>> {
         let result = (|| {
-            let now = now_ms();
             let window = self.options.dedupe_window.as_millis() as i64;
             let mut state = self.inner.lock();
+            // Read the clock under the lock so that time never goes backwards along ids
+            // (age retention relies on id order being time order).
+            let now = now_ms();
             if state.closed {
                 return Err(LogError::Closed);
             }
