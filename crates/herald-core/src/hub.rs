@@ -316,16 +316,13 @@ impl Hub {
             phase: Phase::Live,
             last: 0,
             buffer: VecDeque::new(),
-            truncated: None,
+            notified_floor: 0,
         };
         match cursor {
             Cursor::Live => sub.register(),
             Cursor::After(n) => {
                 sub.last = n;
                 sub.phase = Phase::History { registered: false };
-                // Checked against retention after the first history read, not now: events
-                // pruned before that read must not vanish without a notice.
-                sub.truncated = Some(n);
             }
         }
         self.inner
@@ -389,9 +386,8 @@ pub struct Subscription {
     /// Id of the last event yielded (or the cursor).
     last: u64,
     buffer: VecDeque<Arc<Event>>,
-    /// The starting cursor, until the first history read checks it against retention (and
-    /// reports it in a `herald.truncated` notice, before the first event, if it fell out).
-    truncated: Option<u64>,
+    /// The retention floor already reported in a `herald.truncated` notice.
+    notified_floor: u64,
 }
 
 impl Subscription {
@@ -450,11 +446,13 @@ impl Subscription {
                 .read(&self.patterns, self.last, HISTORY_PAGE)
                 .await?;
             let short = page.len() < HISTORY_PAGE;
-            // The floor is read after the page: pruning that raced with the read can only
-            // cause a needless notice, never a silent gap.
-            if let Some(requested) = self.truncated.take()
-                && requested < self.hub.log.floor(&self.patterns)
-            {
+            // Checked at every history page, not only at the start: retention may prune
+            // while a subscriber is catching up. The floor is read after the page, so pruning
+            // that raced with the read can only cause a needless notice, never a silent gap.
+            let floor = self.hub.log.floor(&self.patterns);
+            if floor > self.last && floor > self.notified_floor {
+                self.notified_floor = floor;
+                let requested = self.last;
                 let oldest = page
                     .first()
                     .map(|e| e.id)
