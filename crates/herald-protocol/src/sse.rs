@@ -36,12 +36,12 @@ fn encode_event(ev: &Event) -> Bytes {
 
 /// Writes the `data:` lines for a JSON payload and the blank line that ends the event.
 fn write_data(out: &mut BytesMut, raw_json: &str) {
-    if raw_json.starts_with('"') {
-        if let Ok(text) = serde_json::from_str::<String>(raw_json) {
-            write_text_lines(out, &text);
-            out.put_u8(b'\n');
-            return;
-        }
+    if raw_json.starts_with('"')
+        && let Ok(text) = serde_json::from_str::<String>(raw_json)
+    {
+        write_text_lines(out, &text);
+        out.put_u8(b'\n');
+        return;
     }
     out.put_slice(b"data: ");
     out.put_slice(raw_json.as_bytes());
@@ -54,7 +54,7 @@ fn write_text_lines(out: &mut BytesMut, text: &str) {
     loop {
         let end = rest.find(['\r', '\n']).unwrap_or(rest.len());
         out.put_slice(b"data: ");
-        out.put_slice(rest[..end].as_bytes());
+        out.put_slice(&rest.as_bytes()[..end]);
         out.put_u8(b'\n');
         if end == rest.len() {
             return;
