@@ -12,6 +12,7 @@
 //! - `rest`: publish and batch publish, topics list.
 //! - `events`: GET events / subscribe, dispatching to `sse` or to the long poll.
 //! - `sse`, `ws`: the streaming doors.
+//! - `conn`: the listener; its connections fail writes that stall (peers that stopped reading).
 //! - `ops`: `/healthz`, `/readyz`, `/metrics`, `/api/v1/openapi.json`.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -23,6 +24,7 @@ use axum::{
     http::{HeaderName, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::Response,
+    serve::ListenerExt as _,
 };
 use herald_core::{Hub, HubConfig, Log, LogOptions, MemoryLog};
 use tokio::net::TcpListener;
@@ -32,6 +34,7 @@ use tower_http::request_id::{
 };
 
 pub mod config;
+mod conn;
 pub mod error;
 mod events;
 pub mod gateway;
@@ -155,7 +158,11 @@ pub async fn run(
     tasks.spawn(maintain(state.hub.clone(), token.clone()));
     let addr = listener.local_addr().ok();
     tracing::info!(addr = ?addr, memory = state.config.memory, "herald listening");
+    let stall = write_stall(&state.config);
     let app = router(state);
+    // `tap_io` does nothing to the connection: axum implements `ConnectInfo<SocketAddr>` for
+    // any listener wrapped in it, which keeps the client address available to handlers.
+    let listener = conn::Listener::new(listener, stall).tap_io(|_| ());
     let serve = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -178,6 +185,14 @@ pub async fn run(
     log.close().await.context("closing the store")?;
     tracing::info!("herald stopped");
     outcome
+}
+
+/// How long a write to a client may make no progress before its connection is dropped:
+/// two of the longer keep-alive periods (SSE heartbeat, WebSocket ping interval). A peer
+/// that accepted not one byte of two heartbeats or pings is gone or stalled (SPEC 6.1:
+/// "closes peers that stop answering"); slower readers still make progress and stay.
+fn write_stall(config: &Config) -> Duration {
+    config.sse_heartbeat.max(config.ws_ping_interval) * 2
 }
 
 async fn maintain(hub: Hub, token: CancellationToken) {

@@ -1,9 +1,9 @@
 //! SSE door (SPEC 4): `retry:` first, then events as they come (several ready events
-//! coalesced into one write), `: ping` after `sse.heartbeat` of silence, and a clean end at
-//! shutdown or when the subscriber falls too far behind (the browser then reconnects with
-//! `Last-Event-ID` and resumes without a gap).
+//! coalesced into one write), `: ping` after `sse.heartbeat` of silence, a clean end at
+//! shutdown, and an aborted connection when the subscriber falls too far behind (the
+//! browser then reconnects with `Last-Event-ID` and resumes without a gap).
 
-use std::{convert::Infallible, time::Duration};
+use std::{io, time::Duration};
 
 use axum::{
     body::Body,
@@ -31,7 +31,8 @@ struct Stream {
     metrics: std::sync::Arc<Metrics>,
     items: Vec<Item>,
     first: Option<Bytes>,
-    done: bool,
+    /// Set once the subscriber lagged: the next poll fails the body.
+    abort: bool,
     _guard: ConnGuard,
 }
 
@@ -51,7 +52,7 @@ pub(crate) fn stream(state: &AppState, req: StreamRequest) -> ApiResult<Response
         metrics: state.metrics.clone(),
         items: Vec::new(),
         first: Some(sse::retry(state.config.sse_retry_ms)),
-        done: false,
+        abort: false,
         _guard: guard,
     };
     let body = futures::stream::unfold(st, next_chunk);
@@ -67,9 +68,12 @@ pub(crate) fn stream(state: &AppState, req: StreamRequest) -> ApiResult<Response
     Ok(resp)
 }
 
-async fn next_chunk(mut st: Stream) -> Option<(Result<Bytes, Infallible>, Stream)> {
-    if st.done {
-        return None;
+async fn next_chunk(mut st: Stream) -> Option<(Result<Bytes, io::Error>, Stream)> {
+    if st.abort {
+        // An error, not a clean end: a clean end would leave the connection open for the
+        // next request (keep-alive), holding whatever the stalled client has not read. A
+        // body error makes hyper drop the connection instead.
+        return Some((Err(io::Error::other("subscriber too slow")), st));
     }
     if let Some(first) = st.first.take() {
         return Some((Ok(first), st));
@@ -88,7 +92,8 @@ async fn next_chunk(mut st: Stream) -> Option<(Result<Bytes, Infallible>, Stream
             }
             Err(SubscriptionError::Lagged(n)) => {
                 tracing::info!(queue = n, "closing slow SSE subscriber");
-                st.done = true;
+                st.abort = true;
+                // Best effort: it may not be flushed before the connection is dropped.
                 let msg = format!(": too slow (more than {n} events queued); reconnect with Last-Event-ID\n\n");
                 Some((Ok(Bytes::from(msg)), st))
             }

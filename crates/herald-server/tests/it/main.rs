@@ -1,3 +1,14 @@
 //! Integration tests: a real server on port 0, real clients over real sockets.
+//!
+//! One module per door; `util` holds the clients and checks they share.
 
+mod fanout;
+mod limits;
+mod ops;
+mod poll;
+mod rest;
+mod resume;
 mod smoke;
+mod sse;
+mod util;
+mod ws;

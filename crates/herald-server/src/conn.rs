@@ -1,0 +1,123 @@
+//! Accepted connections with a bound on stalled writes.
+//!
+//! A peer that stops reading (a frozen tab, a stuck proxy) fills its socket buffers; the
+//! SSE body or the WebSocket session writing to it then waits forever, holding the
+//! connection slot, its subscription and everything buffered for it. The hub already drops
+//! such a subscriber when its queue overflows, but only the connection's own task can end
+//! the connection, and that task is parked in the write. So the socket itself fails a write
+//! that has made no progress for [`Listener`]'s `stall` period (one byte accepted counts as
+//! progress, so slow readers are fine); hyper then drops the connection.
+
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    time::Sleep,
+};
+
+/// A TCP listener whose connections fail writes stalled for longer than `stall`.
+pub(crate) struct Listener {
+    inner: TcpListener,
+    stall: Duration,
+}
+
+impl Listener {
+    pub(crate) fn new(inner: TcpListener, stall: Duration) -> Self {
+        Self { inner, stall }
+    }
+}
+
+impl axum::serve::Listener for Listener {
+    type Io = Connection;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        let io = Connection {
+            io,
+            stall: self.stall,
+            stalled: None,
+        };
+        (io, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// One accepted connection.
+pub(crate) struct Connection {
+    io: TcpStream,
+    stall: Duration,
+    /// Armed when a write returned `Pending`, disarmed by any write that made progress.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl Connection {
+    fn wrote<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
+        let stall = self.stall;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        ready!(timer.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "peer accepted no data for too long",
+        )))
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.wrote(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.wrote(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
