@@ -8,6 +8,10 @@
 //! - after the batch is durable and before `append` returns, the [`CommitSink`] is called with
 //!   the new events, from one place at a time, in id order (the hub's fan-out relies on it);
 //! - a read issued after the sink saw an event also sees that event (no seam at resume);
+//! - reads have no holes: if a read returns event N, it also returns every earlier retained
+//!   matching event after the cursor (a log that commits or becomes visible out of order must
+//!   cap reads at its committed head);
+//! - reads keep working after `close` (shutdown drains streams that may still read);
 //! - a publish whose idempotency key was seen within the dedupe window stores nothing and
 //!   answers with the earlier event.
 

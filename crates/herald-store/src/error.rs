@@ -30,6 +30,9 @@ pub enum StoreError {
     /// `server.durability` is none of `fsync`, `batch`, `memory`.
     #[error("unknown durability {0:?}: use fsync, batch or memory")]
     Durability(String),
+    /// Another process holds the data directory.
+    #[error("the data directory {0} is in use by another herald process")]
+    Locked(PathBuf),
     /// A blocking task of the store died (it panicked or the runtime shut down).
     #[error("store task failed: {0}")]
     Task(String),

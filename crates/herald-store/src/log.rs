@@ -97,6 +97,43 @@ pub struct SqliteLog {
     durability: Durability,
 }
 
+/// Takes the exclusive lock on `<dir>/LOCK`, so that two processes never write one store
+/// (both would hand out the same ids). The OS releases it when the process dies, `kill -9`
+/// included. A log dropped in this process a moment ago may still be finishing its last
+/// commit, so a held lock is retried for a few seconds before giving up.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StoreError::Io {
+            what: "cannot open the lock file",
+            path: path.clone(),
+            source,
+        })?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked(dir.to_path_buf()));
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(StoreError::Io {
+                    what: "cannot lock",
+                    path,
+                    source,
+                });
+            }
+        }
+    }
+}
+
 impl fmt::Debug for SqliteLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteLog")
@@ -153,6 +190,7 @@ impl SqliteLog {
             path: dir.to_path_buf(),
             source,
         })?;
+        let lock = lock_dir(dir)?;
         let path = dir.join(DB_FILE);
         let conn = schema::open_writer(&path, durability)?;
         let loaded = schema::load(&conn)?;
@@ -169,6 +207,7 @@ impl SqliteLog {
             closed: AtomicBool::new(false),
             writer_alive: AtomicBool::new(true),
             options,
+            lock: parking_lot::Mutex::new(Some(lock)),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = Writer::new(conn, shared.clone(), rx, loaded.last_time_ms);

@@ -794,3 +794,17 @@ async fn corrupt_rows_are_errors_not_panics() {
     ));
     log.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_directory_in_use_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let log = open(dir.path()).await;
+    let second = SqliteLog::open(dir.path(), Durability::Fsync, LogOptions::default()).await;
+    assert!(
+        matches!(second, Err(crate::StoreError::Locked(_))),
+        "{second:?}"
+    );
+    log.close().await.unwrap();
+    let again = open(dir.path()).await;
+    again.ready().unwrap();
+}

@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     /// Cleared when the writer thread exits, however it exits.
     pub(crate) writer_alive: AtomicBool,
     pub(crate) options: LogOptions,
+    /// The data directory's lock, held while the writer thread lives.
+    pub(crate) lock: parking_lot::Mutex<Option<std::fs::File>>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, LogError>>;
@@ -104,6 +106,8 @@ struct AliveGuard(Arc<Shared>);
 impl Drop for AliveGuard {
     fn drop(&mut self) {
         self.0.writer_alive.store(false, Ordering::Release);
+        // No more writes from this process: another log may open the directory.
+        self.0.lock.lock().take();
     }
 }
 
