@@ -101,3 +101,33 @@ async fn openapi_document() {
     assert!(doc["paths"]["/api/v1/topics/{topic}/events"].is_object());
     srv.stop().await;
 }
+
+/// HTTP/2 without TLS (prior knowledge) is served on the same port as HTTP/1.1.
+#[tokio::test]
+async fn h2c_on_the_same_port() {
+    let srv = TestServer::spawn().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2.get(srv.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let r = h2
+        .post(srv.url("/api/v1/topics/h2.test/events"))
+        .json(&json!({"data": "over h2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let page: Value = h2
+        .get(srv.url("/api/v1/topics/h2.test/events?after=0"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["events"][0]["data"], "over h2");
+    srv.stop().await;
+}
