@@ -30,6 +30,8 @@ pub(crate) struct StreamRequest {
     pub(crate) cursor: Option<Cursor>,
     pub(crate) limit: usize,
     pub(crate) wait: Option<Duration>,
+    /// SSE `retry:` in ms, when not `sse.retry` (the demo endpoints use 5000).
+    pub(crate) retry_ms: Option<u64>,
 }
 
 /// Splits a query string into decoded pairs.
@@ -55,7 +57,7 @@ fn wants_sse(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("text/event-stream"))
 }
 
-fn parse_request(
+pub(crate) fn parse_request(
     state: &AppState,
     mut patterns: Vec<String>,
     pairs: &[(String, String)],
@@ -130,6 +132,7 @@ fn parse_request(
         cursor: after,
         limit,
         wait,
+        retry_ms: None,
     })
 }
 

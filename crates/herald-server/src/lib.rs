@@ -12,6 +12,7 @@
 //! - `rest`: publish and batch publish, topics list.
 //! - `events`: GET events / subscribe, dispatching to `sse` or to the long poll.
 //! - `sse`, `ws`: the streaming doors.
+//! - `demo`: the reference design's demo endpoints (SPEC 11).
 //! - `conn`: the listener; its connections fail writes that stall (peers that stopped reading).
 //! - `ops`: `/healthz`, `/readyz`, `/metrics`, `/api/v1/openapi.json`.
 
@@ -35,6 +36,7 @@ use tower_http::request_id::{
 
 pub mod config;
 mod conn;
+mod demo;
 pub mod error;
 mod events;
 pub mod gateway;
@@ -66,8 +68,14 @@ impl MakeRequestId for MakeUlid {
 pub fn router(state: AppState) -> Router {
     let x_request_id = HeaderName::from_static("x-request-id");
     let body_limit = state.config.limits.max_body_bytes;
+    let demo = if state.config.raw.demo.enabled {
+        demo::router()
+    } else {
+        Router::new()
+    };
     Router::new()
         .merge(rest::router())
+        .merge(demo)
         .merge(events::router())
         .merge(ws::router())
         .merge(ops::router())

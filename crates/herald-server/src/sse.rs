@@ -44,6 +44,7 @@ struct Stream {
 pub(crate) fn stream(state: &AppState, req: StreamRequest) -> ApiResult<Response> {
     let guard = state.connect(Transport::Sse)?;
     let cursor = req.cursor.unwrap_or(Cursor::Live);
+    let retry_ms = req.retry_ms.unwrap_or(state.config.sse_retry_ms);
     let sub = state.hub.subscribe(req.patterns, cursor);
     let st = Stream {
         sub,
@@ -51,7 +52,7 @@ pub(crate) fn stream(state: &AppState, req: StreamRequest) -> ApiResult<Response
         heartbeat: state.config.sse_heartbeat,
         metrics: state.metrics.clone(),
         items: Vec::new(),
-        first: Some(sse::retry(state.config.sse_retry_ms)),
+        first: Some(sse::retry(retry_ms)),
         abort: false,
         _guard: guard,
     };
