@@ -1,12 +1,11 @@
 //! Raising the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit.
 //!
 //! Every connection is a file descriptor, and distributions default the soft limit to 1024,
-//! far below what a server (or `herald bench`) needs. The crate forbids `unsafe` and has no
-//! binding to `setrlimit(2)`, so this asks util-linux's `prlimit(1)` to change this process's
-//! limit (allowed without privileges as long as the soft limit stays within the hard one).
-//! It is best effort: without `prlimit` the limit stays as it was, and callers report it.
+//! far below what a server (or `herald bench`) needs. Raising the soft limit up to the hard one
+//! needs no privileges; `nix` gives a safe binding to `setrlimit(2)`. It is best effort: on
+//! failure the limit stays as it was, and callers report it.
 
-use std::process::{Command, Stdio};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 /// The open-file limits of this process, `(soft, hard)`; `None` for "unlimited".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,18 +54,11 @@ pub(crate) fn raise_nofile() -> Option<NoFile> {
     if soft >= hard {
         return Some(before);
     }
-    let status = Command::new("prlimit")
-        .arg("--pid")
-        .arg(std::process::id().to_string())
-        .arg(format!("--nofile={hard}:{hard}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => tracing::debug!(status = %s, "prlimit could not raise the open-file limit"),
-        Err(e) => tracing::debug!(error = %e, "prlimit is not available"),
+    match getrlimit(Resource::RLIMIT_NOFILE)
+        .and_then(|(_, hard)| setrlimit(Resource::RLIMIT_NOFILE, hard, hard))
+    {
+        Ok(()) => {}
+        Err(e) => tracing::debug!(error = %e, soft, hard, "could not raise the open-file limit"),
     }
     nofile()
 }
