@@ -36,7 +36,7 @@ use crate::{
     error::{ApiError, ApiResult},
     events::{StreamRequest, parse_request, query_pairs},
     gateway::Principal,
-    rest::{json_body, new_event},
+    rest::{json_body, new_event, receipt},
     state::{AppState, Transport},
 };
 
@@ -159,16 +159,7 @@ async fn broadcast_send(
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
     let new = new_event(fields, Some(topic))?;
     let a = state.hub.publish_one(new).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({
-            "id": a.event.id.to_string(),
-            "topic": a.event.topic.as_str(),
-            "event": &*a.event.event,
-            "time": a.event.time_rfc3339(),
-        })),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(receipt(&a))).into_response())
 }
 
 async fn chat(

@@ -97,7 +97,7 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> ApiResult<T> {
     })
 }
 
-fn receipt(a: &Appended) -> serde_json::Value {
+pub(crate) fn receipt(a: &Appended) -> serde_json::Value {
     serde_json::json!({
         "id": a.event.id.to_string(),
         "topic": a.event.topic.as_str(),
