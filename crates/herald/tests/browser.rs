@@ -1,0 +1,95 @@
+//! Browser and third-party client tests: the real `herald` binary, driven by Debian's
+//! Chromium (playwright-core) and by client libraries nobody here wrote. `scripts/test-deps`
+//! installs them; these tests fail (they are never skipped) when they are missing.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Kills the server on drop.
+struct ServerGuard(Child);
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Starts `herald serve --memory` with extra `HERALD_*` settings; returns its base URL.
+fn start(env: &[(&str, &str)]) -> (ServerGuard, String) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.args([
+        "serve",
+        "--memory",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .env("HERALD_LOG__LEVEL", "warn")
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let guard = ServerGuard(cmd.spawn().expect("start herald"));
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (guard, base)
+}
+
+/// Runs a program with a time limit; returns (success, combined output).
+fn run_bounded(mut cmd: Command, limit: Duration) -> (bool, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (run scripts/test-deps)"));
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return (status.success(), text);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            return (
+                false,
+                format!("timed out\n{}", String::from_utf8_lossy(&out.stdout)),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn reference_design_snippets_run_in_chromium() {
+    let (_server, base) = start(&[]);
+    let mut cmd = Command::new("node");
+    cmd.arg(repo().join("tests/browser/run.mjs")).arg(&base);
+    let (ok, out) = run_bounded(cmd, Duration::from_secs(120));
+    println!("{out}");
+    assert!(ok, "browser checks failed:\n{out}");
+    assert!(!out.contains("FAIL"));
+}
