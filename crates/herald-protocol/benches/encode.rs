@@ -1,12 +1,15 @@
-//! Frame encoding cost per event: SSE and WebSocket JSON, for small and large payloads, and
-//! the SSE decoder (what `herald bench` and `herald tail` run) over several chunk sizes.
+//! Frame encoding cost per event: SSE, WebSocket JSON and STOMP `MESSAGE`, for small and
+//! large payloads; the SSE decoder (what `herald bench` and `herald tail` run) and the STOMP
+//! frame decoder over several chunk sizes.
 
 use std::hint::black_box;
 
+use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use herald_core::{Event, Topic};
 use herald_protocol::{
     sse::{self, SseDecoder},
+    stomp::{self, Decoded, StompCodec, Version},
     ws_json,
 };
 use serde_json::value::RawValue;
@@ -51,7 +54,26 @@ fn encode(c: &mut Criterion) {
                 criterion::BatchSize::SmallInput,
             )
         });
+        g.bench_with_input(BenchmarkId::new("stomp", name), &data, |b, d| {
+            b.iter_batched(
+                || event(d),
+                |e| black_box(stomp::event_message(&e, Version::V1_2)),
+                criterion::BatchSize::SmallInput,
+            )
+        });
     }
+    // What each STOMP subscriber pays on top: its `subscription` head and one copy (the
+    // WebSocket case; a TCP adapter writes head and shared tail without the copy).
+    let e = event(r#"{"id":42}"#);
+    let shared = stomp::event_message(&e, Version::V1_2);
+    let mut out = BytesMut::with_capacity(4096);
+    g.bench_function("stomp-per-subscriber", |b| {
+        b.iter(|| {
+            out.clear();
+            shared.write("sub-0", None, Version::V1_2, &mut out);
+            black_box(out.len())
+        })
+    });
     // The shared-encoding hit every subscriber after the first pays.
     let e = event(r#"{"id":42}"#);
     let _ = sse::event(&e);
@@ -89,5 +111,38 @@ fn decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encode, decode);
+fn stomp_decode(c: &mut Criterion) {
+    let mut stream = Vec::new();
+    for i in 0..1000u64 {
+        let f = stomp::Frame::new(stomp::Command::Send)
+            .with_header("destination", "/topic/bench.t0")
+            .with_header("content-type", "application/json")
+            .with_body(format!(r#"{{"seq":{i},"t":1795826996123456789}}"#).into_bytes());
+        stream.extend_from_slice(&f.to_bytes(Version::V1_2));
+    }
+    let mut g = c.benchmark_group("stomp-decode-1000-frames");
+    g.throughput(Throughput::Bytes(stream.len() as u64));
+    for chunk in [64usize, 1024, 16 * 1024, 256 * 1024] {
+        g.bench_with_input(BenchmarkId::from_parameter(chunk), &chunk, |b, &chunk| {
+            b.iter(|| {
+                let mut codec = StompCodec::default();
+                codec.set_version(Version::V1_2);
+                let mut buf = BytesMut::with_capacity(chunk.max(4096));
+                let mut n = 0;
+                for part in stream.chunks(chunk) {
+                    buf.extend_from_slice(part);
+                    while let Some(d) = codec.decode(&mut buf).expect("valid") {
+                        if let Decoded::Frame(_) = d {
+                            n += 1;
+                        }
+                    }
+                }
+                black_box(n)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, encode, decode, stomp_decode);
 criterion_main!(benches);

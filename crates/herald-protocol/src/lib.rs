@@ -4,6 +4,9 @@
 //! # Layout
 //! - [`sse`]: Server-Sent Events encoder (event frames, `retry`, `: ping`) and an
 //!   incremental decoder.
+//! - [`stomp`]: STOMP 1.0–1.2 of SPEC 6.2: frame codec with limits, the session state
+//!   machine (negotiation, heart-beats, receipts, transactions, acks) and `MESSAGE` frames
+//!   encoded once per event.
 //! - [`ws_json`]: the JSON WebSocket protocol of SPEC 6.1 (client messages parsed, server
 //!   messages encoded).
 //!
@@ -11,6 +14,7 @@
 //! one slot per transport (see [`slots`]), so a fan-out to 10,000 subscribers encodes once.
 
 pub mod sse;
+pub mod stomp;
 pub mod ws_json;
 
 /// Which [`herald_core::Event::encoded`] slot each transport uses.
@@ -21,6 +25,8 @@ pub mod slots {
     pub const WS_JSON: usize = 1;
     /// JSON object of the event (history pages, webhooks).
     pub const JSON: usize = 2;
+    /// STOMP `MESSAGE` frame without its per-subscription head.
+    pub const STOMP: usize = 3;
 }
 
 /// The event's JSON object (`{"id","topic","event","data","time"}`), cached on the event.
