@@ -2,6 +2,8 @@
 //! to connections, and clients (`herald tail`, `herald bench`) use the decoders.
 //!
 //! # Layout
+//! - [`sockjs`]: SockJS 0.3.3 framing of SPEC 6.3 (frames, transport wrappings, payload
+//!   parsing, the iframe page and `info`).
 //! - [`sse`]: Server-Sent Events encoder (event frames, `retry`, `: ping`) and an
 //!   incremental decoder.
 //! - [`stomp`]: STOMP 1.0–1.2 of SPEC 6.2: frame codec with limits, the session state
@@ -13,6 +15,7 @@
 //! Encodings of an event are cached on the event itself ([`herald_core::Event::encoded`]),
 //! one slot per transport (see [`slots`]), so a fan-out to 10,000 subscribers encodes once.
 
+pub mod sockjs;
 pub mod sse;
 pub mod stomp;
 pub mod ws_json;

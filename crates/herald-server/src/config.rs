@@ -137,6 +137,12 @@ pub struct SockjsSection {
     pub test_endpoints: bool,
     pub heartbeat: String,
     pub response_limit: u64,
+    #[serde(default = "default_disconnect_delay")]
+    pub disconnect_delay: String,
+}
+
+fn default_disconnect_delay() -> String {
+    "5s".into()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -495,7 +501,9 @@ impl Config {
         // Check the keys of sections whose features arrive later, so a bad value is reported
         // now rather than silently ignored.
         parse_heartbeat(&raw.stomp.heartbeat).map_err(|e| bad("stomp.heartbeat", e))?;
-        duration("sockjs.heartbeat", &raw.sockjs.heartbeat)?;
+        nonzero("sockjs.heartbeat", &raw.sockjs.heartbeat)?;
+        duration("sockjs.disconnect_delay", &raw.sockjs.disconnect_delay)?;
+        positive("sockjs.response_limit", raw.sockjs.response_limit)?;
         duration("webhooks.timeout", &raw.webhooks.timeout)?;
         duration("webhooks.disable_after", &raw.webhooks.disable_after)?;
         for (i, d) in raw.webhooks.retry_schedule.iter().enumerate() {

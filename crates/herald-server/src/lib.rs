@@ -12,6 +12,8 @@
 //! - `rest`: publish and batch publish, topics list.
 //! - `events`: GET events / subscribe, dispatching to `sse` or to the long poll.
 //! - `sse`, `ws`: the streaming doors.
+//! - `sockjs`: SockJS 0.3.3 services under a prefix (SPEC 6.3), and the protocol's test
+//!   services when `sockjs.test_endpoints`.
 //! - `demo`: the reference design's demo endpoints (SPEC 11).
 //! - `conn`: the listener; its connections fail writes that stall (peers that stopped reading).
 //! - `ops`: `/healthz`, `/readyz`, `/metrics`, `/api/v1/openapi.json`.
@@ -42,6 +44,7 @@ mod events;
 pub mod gateway;
 mod ops;
 mod rest;
+mod sockjs;
 mod sse;
 pub mod state;
 mod ws;
@@ -73,9 +76,15 @@ pub fn router(state: AppState) -> Router {
     } else {
         Router::new()
     };
+    let sockjs_tests = if state.config.raw.sockjs.test_endpoints {
+        sockjs::test_services(&state.config)
+    } else {
+        Router::new()
+    };
     Router::new()
         .merge(rest::router())
         .merge(demo)
+        .merge(sockjs_tests)
         .merge(events::router())
         .merge(ws::router())
         .merge(ops::router())

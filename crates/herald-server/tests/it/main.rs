@@ -10,6 +10,7 @@ mod poll;
 mod rest;
 mod resume;
 mod smoke;
+mod sockjs;
 mod sse;
 mod util;
 mod ws;
