@@ -104,6 +104,56 @@ const checks = {
   },
 };
 
+// SockJS + STOMP as Spring's `.withSockJS()` clients use it, over each SockJS transport.
+// (The iframe-based transports load sockjs-client from the CDN URL in iframe.html, which this
+// offline machine cannot reach; their server side, htmlfile, has protocol tests in Rust.)
+for (const transport of ['websocket', 'xhr-streaming', 'xhr-polling', 'eventsource', 'jsonp-polling']) {
+  checks[`sockjs-stomp-${transport}`] = async (page) => {
+    await page.addScriptTag({ path: path.join(here, 'node_modules/sockjs-client/dist/sockjs.min.js') });
+    await page.addScriptTag({ path: path.join(here, 'node_modules/@stomp/stompjs/bundles/stomp.umd.min.js') });
+    return page.evaluate((transport) => new Promise((resolve, reject) => {
+      const client = new StompJs.Client({
+        webSocketFactory: () => new SockJS('/ws', null, { transports: [transport] }),
+        reconnectDelay: 0,
+      });
+      client.onStompError = (f) => reject(new Error('STOMP ERROR ' + f.headers.message));
+      client.onConnect = () => {
+        client.subscribe('/topic/messages', (message) => {
+          const msg = JSON.parse(message.body);
+          client.deactivate();
+          if (msg.content === 'Hello via ' + transport) resolve({ transport, msg });
+          else reject(new Error(message.body));
+        });
+        client.publish({
+          destination: '/app/chat.send',
+          body: JSON.stringify({ sender: 'John', content: 'Hello via ' + transport, type: 'CHAT' }),
+          headers: { 'content-type': 'application/json' },
+        });
+      };
+      client.activate();
+    }), transport);
+  };
+}
+
+// The classic stomp.js API (`Stomp.over(socket)`), as older Spring tutorials write it.
+checks['sockjs-stomp-classic'] = async (page) => {
+  await page.addScriptTag({ path: path.join(here, 'node_modules/sockjs-client/dist/sockjs.min.js') });
+  await page.addScriptTag({ path: path.join(here, 'node_modules/@stomp/stompjs/bundles/stomp.umd.min.js') });
+  return page.evaluate(() => new Promise((resolve, reject) => {
+    const socket = new SockJS('/ws');
+    const stompClient = StompJs.Stomp.over(socket);
+    stompClient.debug = () => {};
+    stompClient.connect({}, () => {
+      stompClient.subscribe('/topic/users', (m) => {
+        const msg = JSON.parse(m.body);
+        stompClient.disconnect();
+        if (msg.sender === 'Jane') resolve(msg); else reject(new Error(m.body));
+      });
+      stompClient.send('/app/chat.join', { 'content-type': 'application/json' }, JSON.stringify({ sender: 'Jane', type: 'JOIN' }));
+    }, (err) => reject(new Error(String(err))));
+  }));
+};
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',

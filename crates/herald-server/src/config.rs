@@ -343,6 +343,23 @@ pub struct Config {
     pub ws_ping_interval: Duration,
     /// API keys (empty: no key auth).
     pub auth_keys: Vec<crate::gateway::ApiKey>,
+    /// STOMP heart-beats offered: (send, receive) ms.
+    pub stomp_heartbeat: (u64, u64),
+    /// Raw TCP STOMP listener.
+    pub stomp_tcp_listen: Option<SocketAddr>,
+    /// `[[stomp.app]]` destinations.
+    pub stomp_apps: Vec<StompApp>,
+}
+
+/// One configured `/app/...` destination.
+#[derive(Debug, Clone)]
+pub struct StompApp {
+    /// `/app/...` as clients send it.
+    pub destination: String,
+    /// The topic the (possibly forwarded) body is published to.
+    pub send_to: herald_core::Topic,
+    /// Upstream URL the body is POSTed to first; its response is what gets published.
+    pub forward: Option<String>,
 }
 
 /// Parses `"100ms"`, `"30s"`, `"5m"`, `"24h"`, `"5d"` (also `"1.5s"` and a bare number of
@@ -500,7 +517,48 @@ impl Config {
         }
         // Check the keys of sections whose features arrive later, so a bad value is reported
         // now rather than silently ignored.
-        parse_heartbeat(&raw.stomp.heartbeat).map_err(|e| bad("stomp.heartbeat", e))?;
+        let stomp_heartbeat =
+            parse_heartbeat(&raw.stomp.heartbeat).map_err(|e| bad("stomp.heartbeat", e))?;
+        let stomp_tcp_listen = raw
+            .stomp
+            .tcp_listen
+            .as_deref()
+            .map(|a| {
+                a.parse::<SocketAddr>().map_err(|_| {
+                    bad(
+                        "stomp.tcp_listen",
+                        format!("{a:?} is not an address like 127.0.0.1:61613"),
+                    )
+                })
+            })
+            .transpose()?;
+        let mut stomp_apps = Vec::new();
+        for (i, app) in raw.stomp.app.iter().enumerate() {
+            let key = |k: &str| format!("stomp.app[{i}].{k}");
+            if !app.destination.starts_with("/app/") || app.destination.len() <= 5 {
+                return Err(bad(
+                    &key("destination"),
+                    format!("{:?} must start with /app/", app.destination),
+                ));
+            }
+            let topic = app.send_to.strip_prefix("/topic/").ok_or_else(|| {
+                bad(
+                    &key("send_to"),
+                    format!("{:?} must start with /topic/", app.send_to),
+                )
+            })?;
+            let send_to = herald_core::Topic::new(topic).map_err(|e| bad(&key("send_to"), e))?;
+            if let Some(f) = &app.forward
+                && !(f.starts_with("http://") || f.starts_with("https://"))
+            {
+                return Err(bad(&key("forward"), format!("{f:?} is not an http(s) URL")));
+            }
+            stomp_apps.push(StompApp {
+                destination: app.destination.clone(),
+                send_to,
+                forward: app.forward.clone(),
+            });
+        }
         nonzero("sockjs.heartbeat", &raw.sockjs.heartbeat)?;
         duration("sockjs.disconnect_delay", &raw.sockjs.disconnect_delay)?;
         positive("sockjs.response_limit", raw.sockjs.response_limit)?;
@@ -527,6 +585,9 @@ impl Config {
             sse_retry_ms: retry.as_millis() as u64,
             ws_ping_interval: nonzero("ws.ping_interval", &raw.ws.ping_interval)?,
             auth_keys,
+            stomp_heartbeat,
+            stomp_tcp_listen,
+            stomp_apps,
             raw,
         })
     }

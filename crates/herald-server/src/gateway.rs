@@ -42,6 +42,17 @@ impl Principal {
         }
     }
 
+    /// Allowed nothing: a STOMP connection before its CONNECT frame presented credentials.
+    pub fn nobody() -> Self {
+        let none: Arc<[Pattern]> = Arc::from(Vec::new());
+        Self {
+            name: Arc::from("unauthenticated"),
+            publish: none.clone(),
+            subscribe: none,
+            admin: false,
+        }
+    }
+
     /// May it publish to this topic?
     pub fn can_publish(&self, topic: &Topic) -> bool {
         self.publish.iter().any(|p| p.matches(topic.as_str()))
@@ -206,10 +217,25 @@ pub fn resolve(
             "missing credentials: send `Authorization: Bearer <key>`, `?access_token=` or cookie `herald_token`",
         ));
     };
-    keys.iter()
-        .find(|k| same(&k.key, &token))
-        .map(|k| k.principal.clone())
+    lookup(state, &token)
         .ok_or_else(|| ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "invalid credentials"))
+}
+
+/// The principal of a token (an API key), when auth is configured; `anyone` otherwise.
+pub fn lookup(state: &AppState, token: &str) -> Option<Principal> {
+    let keys = &state.config.auth_keys;
+    if keys.is_empty() {
+        return Some(state.anyone.clone());
+    }
+    keys.iter()
+        .find(|k| same(&k.key, token))
+        .map(|k| k.principal.clone())
+}
+
+/// STOMP and SockJS under `/ws` carry their credentials in the CONNECT frame, which comes
+/// after the HTTP request: those requests pass without credentials, as `nobody` until CONNECT.
+fn credentials_in_protocol(path: &str) -> bool {
+    path == "/ws" || (path.starts_with("/ws/") && path != "/ws/chat")
 }
 
 /// Middleware: resolves the principal and stores it in the request extensions, where every
@@ -228,6 +254,10 @@ pub async fn principal_layer(
     match resolve(&state, req.headers(), req.uri().query()) {
         Ok(p) => {
             req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        Err(_) if credentials_in_protocol(path) => {
+            req.extensions_mut().insert(Principal::nobody());
             next.run(req).await
         }
         Err(e) => e.into_response(),

@@ -47,6 +47,7 @@ mod rest;
 mod sockjs;
 mod sse;
 pub mod state;
+mod stomp;
 mod ws;
 
 pub use config::Config;
@@ -87,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sockjs_tests)
         .merge(events::router())
         .merge(ws::router())
+        .merge(stomp::router(&state.config))
         .merge(ops::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -136,7 +138,14 @@ pub async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
 }
 
 /// Builds the state for a configuration and an opened log.
-pub fn build_state(config: Config, log: Arc<dyn Log>, token: CancellationToken) -> AppState {
+///
+/// # Errors
+/// When the STOMP queues cannot be rebuilt from the log.
+pub async fn build_state(
+    config: Config,
+    log: Arc<dyn Log>,
+    token: CancellationToken,
+) -> anyhow::Result<AppState> {
     let hub = Hub::new(
         log,
         HubConfig {
@@ -145,14 +154,19 @@ pub fn build_state(config: Config, log: Arc<dyn Log>, token: CancellationToken) 
             max_batch: config.limits.max_batch,
         },
     );
-    AppState {
+    let tasks = TaskTracker::new();
+    let queues = stomp::queue::Queues::start(hub.clone(), token.clone(), &tasks)
+        .await
+        .context("rebuilding STOMP queues from the log")?;
+    Ok(AppState {
         hub,
         config: Arc::new(config),
         token,
         metrics: Arc::default(),
         anyone: Principal::anyone(),
-        tasks: TaskTracker::new(),
-    }
+        tasks,
+        queues,
+    })
 }
 
 /// Serves until `token` is cancelled, then shuts down gracefully: stops accepting, ends every
@@ -169,10 +183,17 @@ pub async fn run(
     if config.auth_keys.is_empty() {
         tracing::warn!("no authentication configured: every request is allowed");
     }
-    let state = build_state(config, log.clone(), token.clone());
+    let state = build_state(config, log.clone(), token.clone()).await?;
     let grace = state.config.shutdown_grace;
     let tasks = state.tasks.clone();
     tasks.spawn(maintain(state.hub.clone(), token.clone()));
+    if let Some(addr) = state.config.stomp_tcp_listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the STOMP TCP listener on {addr}"))?;
+        tracing::info!(%addr, "STOMP over TCP listening");
+        tasks.spawn(stomp::listen_tcp(state.clone(), l));
+    }
     let addr = listener.local_addr().ok();
     tracing::info!(addr = ?addr, memory = state.config.memory, "herald listening");
     let stall = write_stall(&state.config);

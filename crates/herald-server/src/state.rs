@@ -25,6 +25,8 @@ pub struct AppState {
     pub anyone: Principal,
     /// Background tasks to wait for at shutdown.
     pub tasks: TaskTracker,
+    /// STOMP `/queue/` destinations.
+    pub(crate) queues: Arc<crate::stomp::queue::Queues>,
 }
 
 /// Which door a streaming connection came through.
@@ -36,6 +38,8 @@ pub enum Transport {
     Ws,
     /// Long poll (while waiting).
     Poll,
+    /// STOMP (over WebSocket, SockJS or TCP).
+    Stomp,
 }
 
 impl Transport {
@@ -49,21 +53,27 @@ impl Transport {
             Self::Sse => "sse",
             Self::Ws => "ws",
             Self::Poll => "longpoll",
+            Self::Stomp => "stomp",
         }
     }
 
-    const ALL: [Transport; 3] = [Transport::Sse, Transport::Ws, Transport::Poll];
+    const ALL: [Transport; 4] = [
+        Transport::Sse,
+        Transport::Ws,
+        Transport::Poll,
+        Transport::Stomp,
+    ];
 }
 
 /// Counters and gauges, per server instance (tests run many servers in one process, so no
 /// global recorder).
 #[derive(Debug, Default)]
 pub struct Metrics {
-    connections: [AtomicUsize; 3],
-    connections_total: [AtomicU64; 3],
+    connections: [AtomicUsize; 4],
+    connections_total: [AtomicU64; 4],
     refused: AtomicU64,
     /// Events written to subscribers, per transport.
-    events_out: [AtomicU64; 3],
+    events_out: [AtomicU64; 4],
     /// HTTP requests answered.
     pub http_requests: AtomicU64,
 }

@@ -93,3 +93,36 @@ fn reference_design_snippets_run_in_chromium() {
     assert!(ok, "browser checks failed:\n{out}");
     assert!(!out.contains("FAIL"));
 }
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn stomp_py_over_tcp_and_websocket() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (_server, base) = start(&[("HERALD_STOMP__TCP_LISTEN", &listen)]);
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo().join("tests/clients/stomp_py.py"))
+        .arg(&base)
+        .arg(port.to_string());
+    let (ok, out) = run_bounded(cmd, Duration::from_secs(180));
+    println!("{out}");
+    assert!(ok, "stomp.py checks failed:\n{out}");
+}
+
+#[test]
+fn stompjs_over_websocket() {
+    let (_server, base) = start(&[]);
+    let mut cmd = Command::new("node");
+    cmd.arg(repo().join("tests/browser/stompjs_node.mjs"))
+        .arg(format!("{}/ws", base.replace("http://", "ws://")));
+    let (ok, out) = run_bounded(cmd, Duration::from_secs(60));
+    println!("{out}");
+    assert!(ok, "@stomp/stompjs check failed:\n{out}");
+}

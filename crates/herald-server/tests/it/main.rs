@@ -12,5 +12,6 @@ mod resume;
 mod smoke;
 mod sockjs;
 mod sse;
+mod stomp;
 mod util;
 mod ws;
