@@ -194,3 +194,91 @@ async fn silent_peer_is_dropped() {
     assert!(closed.is_ok(), "silent peer was not dropped");
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn transactions_apply_at_commit_and_vanish_at_abort() {
+    let srv = TestServer::spawn().await;
+    let mut ws = connected(&srv).await;
+    send(&mut ws, "BEGIN\ntransaction:t1\n\n\0").await;
+    send(
+        &mut ws,
+        "SEND\ndestination:/topic/tx.a\ntransaction:t1\n\none\0",
+    )
+    .await;
+    send(
+        &mut ws,
+        "SEND\ndestination:/topic/tx.a\ntransaction:t1\n\ntwo\0",
+    )
+    .await;
+    send(&mut ws, "BEGIN\ntransaction:t2\n\n\0").await;
+    send(
+        &mut ws,
+        "SEND\ndestination:/topic/tx.a\ntransaction:t2\n\nnever\0",
+    )
+    .await;
+    send(&mut ws, "ABORT\ntransaction:t2\nreceipt:ab\n\n\0").await;
+    let f = frame(&mut ws).await.unwrap();
+    assert!(f.starts_with("RECEIPT\nreceipt-id:ab"), "{f}");
+    let page = get_json(&srv, "/api/v1/topics/tx.a/events?after=0").await;
+    assert_eq!(page["events"], json!([]), "nothing stored before COMMIT");
+    send(&mut ws, "COMMIT\ntransaction:t1\nreceipt:c1\n\n\0").await;
+    let f = frame(&mut ws).await.unwrap();
+    assert!(f.starts_with("RECEIPT\nreceipt-id:c1"), "{f}");
+    let page = get_json(&srv, "/api/v1/topics/tx.a/events?after=0").await;
+    let data: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(data, ["one", "two"]);
+    send(&mut ws, "COMMIT\ntransaction:nope\n\n\0").await;
+    expect_error_and_close(&mut ws, "transaction").await;
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn queued_messages_survive_a_restart() {
+    let srv = TestServer::spawn().await;
+    let mut ws = connected(&srv).await;
+    for body in ["first", "second", "third"] {
+        send(
+            &mut ws,
+            &format!("SEND\ndestination:/queue/jobs\nreceipt:{body}\n\n{body}\0"),
+        )
+        .await;
+        let f = frame(&mut ws).await.unwrap();
+        assert!(f.starts_with("RECEIPT"), "{f}");
+    }
+    // Consume (and acknowledge) the first one only.
+    send(
+        &mut ws,
+        "SUBSCRIBE\nid:q\ndestination:/queue/jobs\nack:client-individual\n\n\0",
+    )
+    .await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(frame(&mut ws).await.unwrap());
+    }
+    assert!(got[0].ends_with("first\0"), "{got:?}");
+    let ack = got[0]
+        .lines()
+        .find_map(|l| l.strip_prefix("ack:"))
+        .unwrap()
+        .to_owned();
+    send(&mut ws, &format!("ACK\nid:{ack}\nreceipt:acked\n\n\0")).await;
+    let f = frame(&mut ws).await.unwrap();
+    assert!(f.starts_with("RECEIPT\nreceipt-id:acked"), "{f}");
+    drop(ws);
+    let srv = srv.restart().await;
+    let mut ws = connected(&srv).await;
+    send(&mut ws, "SUBSCRIBE\nid:q\ndestination:/queue/jobs\n\n\0").await;
+    let a = frame(&mut ws).await.unwrap();
+    let b = frame(&mut ws).await.unwrap();
+    assert!(
+        a.ends_with("second\0") && b.ends_with("third\0"),
+        "{a:?} {b:?}"
+    );
+    assert!(a.contains("destination:/queue/jobs"), "{a}");
+    srv.stop().await;
+}
