@@ -282,3 +282,66 @@ async fn queued_messages_survive_a_restart() {
     assert!(a.contains("destination:/queue/jobs"), "{a}");
     srv.stop().await;
 }
+
+/// Where the test's upstream listens (set before the server starts; `spawn_with` takes a
+/// plain function, so the URL travels through here).
+static UPSTREAM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+#[tokio::test]
+async fn configured_app_destination_forwards_upstream() {
+    use axum::{Router, routing::post};
+    // An upstream service that wraps what it gets.
+    let upstream = Router::new().route(
+        "/orders",
+        post(|body: String| async move {
+            (
+                [("content-type", "application/json")],
+                format!("{{\"accepted\":{body},\"status\":\"created\"}}"),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, upstream).await });
+    UPSTREAM
+        .set(format!("http://{addr}/orders"))
+        .expect("set once");
+    let srv = TestServer::spawn_with(|c| {
+        c.stomp.app.push(herald_server::config::StompAppSection {
+            destination: "/app/orders.create".into(),
+            send_to: "/topic/orders.created".into(),
+            forward: UPSTREAM.get().cloned(),
+        });
+        c.stomp.app.push(herald_server::config::StompAppSection {
+            destination: "/app/orders.echo".into(),
+            send_to: "/topic/orders.echoed".into(),
+            forward: None,
+        });
+    })
+    .await;
+    let mut ws = connected(&srv).await;
+    send(
+        &mut ws,
+        "SEND\ndestination:/app/orders.create\ncontent-type:application/json\nreceipt:r\n\n{\"item\":7}\0",
+    )
+    .await;
+    let f = frame(&mut ws).await.unwrap();
+    assert!(f.starts_with("RECEIPT"), "{f}");
+    send(
+        &mut ws,
+        "SEND\ndestination:/app/orders.echo\nreceipt:e\n\nplain\0",
+    )
+    .await;
+    let f = frame(&mut ws).await.unwrap();
+    assert!(f.starts_with("RECEIPT"), "{f}");
+    let page = get_json(&srv, "/api/v1/topics/orders.created/events?after=0").await;
+    assert_eq!(
+        page["events"][0]["data"],
+        json!({"accepted": {"item": 7}, "status": "created"})
+    );
+    let page = get_json(&srv, "/api/v1/topics/orders.echoed/events?after=0").await;
+    assert_eq!(page["events"][0]["data"], "plain");
+    send(&mut ws, "SEND\ndestination:/app/unknown\n\nx\0").await;
+    expect_error_and_close(&mut ws, "application destination").await;
+    srv.stop().await;
+}
