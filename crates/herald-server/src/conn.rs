@@ -24,14 +24,61 @@ use tokio::{
 };
 
 /// A TCP listener whose connections fail writes stalled for longer than `stall`.
+///
+/// When the process runs out of file descriptors (`EMFILE`/`ENFILE`), `accept` fails until a
+/// connection closes. The listener then keeps serving the connections it has, retries every
+/// [`ACCEPT_BACKOFF`] (never a busy loop), logs the condition once, and logs once more when
+/// accepting works again.
 pub(crate) struct Listener {
     inner: TcpListener,
     stall: Duration,
+    /// Set while accepting fails for lack of resources.
+    exhausted: bool,
 }
+
+/// Pause between accept attempts while out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 impl Listener {
     pub(crate) fn new(inner: TcpListener, stall: Duration) -> Self {
-        Self { inner, stall }
+        Self {
+            inner,
+            stall,
+            exhausted: false,
+        }
+    }
+
+    async fn accept_tcp(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            match self.inner.accept().await {
+                Ok(accepted) => {
+                    if self.exhausted {
+                        self.exhausted = false;
+                        tracing::warn!("accepting connections again");
+                    }
+                    return accepted;
+                }
+                // The peer gave up before we accepted: nothing to do.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionRefused
+                            | io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::ConnectionReset
+                    ) => {}
+                Err(e) => {
+                    if !self.exhausted {
+                        self.exhausted = true;
+                        tracing::error!(
+                            error = %e,
+                            "cannot accept connections (out of file descriptors?); serving the \
+                             open ones and retrying until some close"
+                        );
+                    }
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            }
+        }
     }
 }
 
@@ -40,7 +87,8 @@ impl axum::serve::Listener for Listener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        let (io, addr) = self.accept_tcp().await;
+        let _ = io.set_nodelay(true);
         let io = Connection {
             io,
             stall: self.stall,
