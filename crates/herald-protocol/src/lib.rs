@@ -1,5 +1,6 @@
-//! Herald's wire codecs, pure code with no sockets: the doors in `herald-server` wire them
-//! to connections, and clients (`herald tail`, `herald bench`) use the decoders.
+//! Herald's wire codecs and webhook signatures, pure code with no sockets: the doors in
+//! `herald-server` wire them to connections, and clients (`herald tail`, `herald bench`) use
+//! the decoders.
 //!
 //! # Layout
 //! - [`sockjs`]: SockJS 0.3.3 framing of SPEC 6.3 (frames, transport wrappings, payload
@@ -9,6 +10,9 @@
 //! - [`stomp`]: STOMP 1.0–1.2 of SPEC 6.2: frame codec with limits, the session state
 //!   machine (negotiation, heart-beats, receipts, transactions, acks) and `MESSAGE` frames
 //!   encoded once per event.
+//! - [`webhook`]: webhook signatures of SPEC 7: `whsec_` secrets and `whsk_`/`whpk_` ed25519
+//!   keys, Standard Webhooks `v1`/`v1a` signing and verification (rotation, timestamp
+//!   tolerance), GitHub's `x-hub-signature-256`, and a generic HMAC header; constant-time.
 //! - [`ws_json`]: the JSON WebSocket protocol of SPEC 6.1 (client messages parsed, server
 //!   messages encoded).
 //!
@@ -18,6 +22,7 @@
 pub mod sockjs;
 pub mod sse;
 pub mod stomp;
+pub mod webhook;
 pub mod ws_json;
 
 /// Which [`herald_core::Event::encoded`] slot each transport uses.

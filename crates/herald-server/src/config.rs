@@ -349,6 +349,43 @@ pub struct Config {
     pub stomp_tcp_listen: Option<SocketAddr>,
     /// `[[stomp.app]]` destinations.
     pub stomp_apps: Vec<StompApp>,
+    /// `[[inbound]]` webhook receivers, ready to verify (no parsing per request).
+    pub inbound: Vec<InboundReceiver>,
+}
+
+/// Default topic template of an inbound receiver.
+pub const DEFAULT_INBOUND_TOPIC: &str = "webhooks.{name}.{event}";
+
+/// One validated `[[inbound]]` receiver: `POST /api/v1/webhooks/{name}`.
+#[derive(Debug, Clone)]
+pub struct InboundReceiver {
+    /// The path segment; a valid topic segment of at most 64 bytes.
+    pub name: String,
+    /// How requests are authenticated.
+    pub verifier: InboundVerifier,
+    /// The topic template with `{name}` filled in; `{event}` is filled per request.
+    pub topic: String,
+}
+
+/// How an inbound receiver checks signatures (SPEC 7.2).
+#[derive(Debug, Clone)]
+pub enum InboundVerifier {
+    /// `x-hub-signature-256`, keyed with the whole secret string.
+    Github(herald_protocol::webhook::Secret),
+    /// Standard Webhooks headers; `secret` may list several keys separated by spaces (a
+    /// rotation), `whsec_` secrets and `whpk_` public keys.
+    Standard(Vec<herald_protocol::webhook::VerifyKey>),
+    /// HMAC-SHA256 of the body in a configured header.
+    Hmac {
+        /// Keyed with the whole secret string.
+        secret: herald_protocol::webhook::Secret,
+        /// Lowercase header name.
+        header: axum::http::HeaderName,
+        /// Hex or base64.
+        encoding: herald_protocol::webhook::Encoding,
+        /// Text before the signature (`sha256=`), possibly empty.
+        prefix: String,
+    },
 }
 
 /// One configured `/app/...` destination.
@@ -559,6 +596,17 @@ impl Config {
                 forward: app.forward.clone(),
             });
         }
+        let mut inbound: Vec<InboundReceiver> = Vec::new();
+        for (i, section) in raw.inbound.iter().enumerate() {
+            let r = inbound_receiver(i, section)?;
+            if inbound.iter().any(|o| o.name == r.name) {
+                return Err(bad(
+                    &format!("inbound[{i}].name"),
+                    format!("{:?} is used by another receiver", r.name),
+                ));
+            }
+            inbound.push(r);
+        }
         nonzero("sockjs.heartbeat", &raw.sockjs.heartbeat)?;
         duration("sockjs.disconnect_delay", &raw.sockjs.disconnect_delay)?;
         positive("sockjs.response_limit", raw.sockjs.response_limit)?;
@@ -588,6 +636,7 @@ impl Config {
             stomp_heartbeat,
             stomp_tcp_listen,
             stomp_apps,
+            inbound,
             raw,
         })
     }
@@ -596,6 +645,120 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(&self.raw).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
+}
+
+/// Longest inbound receiver name (it is part of the idempotency key and the topic).
+const MAX_INBOUND_NAME: usize = 64;
+
+/// Validates one `[[inbound]]` section.
+fn inbound_receiver(i: usize, s: &InboundSection) -> Result<InboundReceiver, ConfigError> {
+    use herald_protocol::webhook::{Encoding, Secret, VerifyKey};
+    let key = |k: &str| format!("inbound[{i}].{k}");
+    let name = &s.name;
+    let name_ok = !name.is_empty()
+        && name.len() <= MAX_INBOUND_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !name_ok {
+        return Err(bad(
+            &key("name"),
+            format!("{name:?} (use 1-64 characters of A-Z a-z 0-9 _ -)"),
+        ));
+    }
+    if s.secret.trim().is_empty() {
+        return Err(bad(&key("secret"), "is empty"));
+    }
+    let hmac_only = [
+        ("header", s.header.is_some()),
+        ("encoding", s.encoding.is_some()),
+        ("prefix", s.prefix.is_some()),
+    ];
+    if s.kind != "hmac"
+        && let Some((k, _)) = hmac_only.iter().find(|(_, set)| *set)
+    {
+        return Err(bad(&key(k), "is only used with kind = \"hmac\""));
+    }
+    let verifier = match s.kind.as_str() {
+        "github" => {
+            InboundVerifier::Github(Secret::raw(&s.secret).map_err(|e| bad(&key("secret"), e))?)
+        }
+        "standard" => {
+            let keys = s
+                .secret
+                .split_whitespace()
+                .map(VerifyKey::parse)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    bad(
+                        &key("secret"),
+                        format!(
+                            "{e} (use whsec_<base64> or whpk_<base64>, several separated by spaces)"
+                        ),
+                    )
+                })?;
+            InboundVerifier::Standard(keys)
+        }
+        "hmac" => {
+            let header = s
+                .header
+                .as_deref()
+                .ok_or_else(|| bad(&key("header"), "is required with kind = \"hmac\""))?;
+            let header = axum::http::HeaderName::from_bytes(header.trim().as_bytes())
+                .map_err(|_| bad(&key("header"), format!("{header:?} is not a header name")))?;
+            let encoding = match s.encoding.as_deref() {
+                None => Encoding::Hex,
+                Some(e) => Encoding::parse(e)
+                    .ok_or_else(|| bad(&key("encoding"), format!("{e:?} (use hex or base64)")))?,
+            };
+            InboundVerifier::Hmac {
+                secret: Secret::raw(&s.secret).map_err(|e| bad(&key("secret"), e))?,
+                header,
+                encoding,
+                prefix: s.prefix.clone().unwrap_or_default(),
+            }
+        }
+        other => {
+            return Err(bad(
+                &key("kind"),
+                format!("{other:?} (use github, standard or hmac)"),
+            ));
+        }
+    };
+    let template = s.topic.as_deref().unwrap_or(DEFAULT_INBOUND_TOPIC);
+    let topic = topic_template(template, name).map_err(|e| bad(&key("topic"), e))?;
+    Ok(InboundReceiver {
+        name: name.clone(),
+        verifier,
+        topic,
+    })
+}
+
+/// Checks a topic template: only `{name}` and `{event}` placeholders, and a valid topic once
+/// they are filled. Returns it with `{name}` filled in.
+fn topic_template(template: &str, name: &str) -> Result<String, String> {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("{template:?} has an unclosed `{{`"))?;
+        let placeholder = &after[..close];
+        if placeholder != "name" && placeholder != "event" {
+            return Err(format!(
+                "{template:?}: unknown placeholder {{{placeholder}}} (use {{name}} and {{event}})"
+            ));
+        }
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(format!("{template:?} has a stray `}}`"));
+    }
+    let filled = template.replace("{name}", name);
+    let sample = filled.replace("{event}", "message");
+    herald_core::Topic::new(&sample)
+        .map_err(|e| format!("{template:?} does not make a valid topic: {e}"))?;
+    Ok(filled)
 }
 
 /// Parses STOMP's `"<send ms>,<receive ms>"`.
@@ -675,5 +838,143 @@ mod tests {
         .unwrap();
         assert_eq!(c.retention.rules.len(), 1);
         assert_eq!(c.listen.port(), 9999);
+    }
+
+    fn inbound(kind: &str, secret: &str) -> InboundSection {
+        InboundSection {
+            name: "gh".into(),
+            kind: kind.into(),
+            secret: secret.into(),
+            topic: None,
+            header: None,
+            encoding: None,
+            prefix: None,
+        }
+    }
+
+    fn with_inbound(sections: Vec<InboundSection>) -> Result<Config, ConfigError> {
+        let mut raw = Config::defaults().unwrap().raw;
+        raw.inbound = sections;
+        Config::validate(raw)
+    }
+
+    #[test]
+    fn inbound_receivers_validate() {
+        let c = with_inbound(vec![
+            inbound("github", "s3cret"),
+            InboundSection {
+                name: "stripe-like".into(),
+                topic: Some("in.{name}.x-{event}".into()),
+                ..inbound(
+                    "standard",
+                    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_AAAA",
+                )
+            },
+            InboundSection {
+                name: "generic".into(),
+                header: Some("X-Signature".into()),
+                encoding: Some("base64".into()),
+                prefix: Some("sha256=".into()),
+                topic: Some("fixed".into()),
+                ..inbound("hmac", "k")
+            },
+        ])
+        .unwrap();
+        assert_eq!(c.inbound.len(), 3);
+        assert_eq!(c.inbound[0].topic, "webhooks.gh.{event}");
+        assert_eq!(c.inbound[1].topic, "in.stripe-like.x-{event}");
+        assert!(matches!(&c.inbound[1].verifier, InboundVerifier::Standard(k) if k.len() == 2));
+        match &c.inbound[2].verifier {
+            InboundVerifier::Hmac {
+                header,
+                encoding,
+                prefix,
+                ..
+            } => {
+                assert_eq!(header.as_str(), "x-signature");
+                assert_eq!(*encoding, herald_protocol::webhook::Encoding::Base64);
+                assert_eq!(prefix, "sha256=");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn inbound_errors_name_the_key() {
+        let cases: Vec<(InboundSection, &str)> = vec![
+            (inbound("gitlab", "s"), "inbound[0].kind"),
+            (inbound("github", " "), "inbound[0].secret"),
+            (inbound("standard", "whsec_!!"), "inbound[0].secret"),
+            (inbound("standard", "whsk_AAAA"), "inbound[0].secret"),
+            (inbound("hmac", "s"), "inbound[0].header"),
+            (
+                InboundSection {
+                    header: Some("x-sig".into()),
+                    encoding: Some("hexadecimal".into()),
+                    ..inbound("hmac", "s")
+                },
+                "inbound[0].encoding",
+            ),
+            (
+                InboundSection {
+                    header: Some("bad header".into()),
+                    ..inbound("hmac", "s")
+                },
+                "inbound[0].header",
+            ),
+            (
+                InboundSection {
+                    prefix: Some("sha256=".into()),
+                    ..inbound("github", "s")
+                },
+                "inbound[0].prefix",
+            ),
+            (
+                InboundSection {
+                    name: "a.b".into(),
+                    ..inbound("github", "s")
+                },
+                "inbound[0].name",
+            ),
+            (
+                InboundSection {
+                    name: String::new(),
+                    ..inbound("github", "s")
+                },
+                "inbound[0].name",
+            ),
+            (
+                InboundSection {
+                    topic: Some("webhooks.{repo}".into()),
+                    ..inbound("github", "s")
+                },
+                "inbound[0].topic",
+            ),
+            (
+                InboundSection {
+                    topic: Some("webhooks..{event}".into()),
+                    ..inbound("github", "s")
+                },
+                "inbound[0].topic",
+            ),
+            (
+                InboundSection {
+                    topic: Some("webhooks.{event".into()),
+                    ..inbound("github", "s")
+                },
+                "inbound[0].topic",
+            ),
+        ];
+        for (section, key) in cases {
+            let e = with_inbound(vec![section.clone()]).unwrap_err().to_string();
+            assert!(e.contains(key), "{section:?}: {e}");
+        }
+        let e = with_inbound(vec![
+            inbound("github", "a"),
+            inbound("standard", "whsec_AAAA"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("inbound[1].name"), "{e}");
     }
 }

@@ -3,7 +3,9 @@
 //! the same object "may this caller publish here / subscribe there?".
 //!
 //! With no API keys (and no JWT) configured, every caller is [`Principal::anyone`]: everything
-//! is allowed. With keys configured, a request without a valid key gets 401.
+//! is allowed. With keys configured, a request without a valid key gets 401, except the
+//! probes and `POST /api/v1/webhooks/{name}` to a configured inbound receiver, which is
+//! authenticated by its signature instead.
 
 use std::sync::Arc;
 
@@ -249,6 +251,15 @@ pub async fn principal_layer(
     // Probes and metrics stay open so orchestrators can reach them.
     if matches!(path, "/healthz" | "/readyz" | "/metrics") {
         req.extensions_mut().insert(state.anyone.clone());
+        return next.run(req).await;
+    }
+    // Inbound webhook receivers authenticate by the request's signature (their handler
+    // refuses unsigned requests), and the senders (GitHub, ...) cannot present an API key.
+    // Only POSTs to a configured receiver's name pass; they get no rights of their own.
+    if req.method() == axum::http::Method::POST
+        && crate::inbound::receiver_for_path(&state.config, path).is_some()
+    {
+        req.extensions_mut().insert(Principal::nobody());
         return next.run(req).await;
     }
     match resolve(&state, req.headers(), req.uri().query()) {

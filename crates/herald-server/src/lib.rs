@@ -15,6 +15,8 @@
 //! - `sockjs`: SockJS 0.3.3 services under a prefix (SPEC 6.3), and the protocol's test
 //!   services when `sockjs.test_endpoints`.
 //! - `demo`: the reference design's demo endpoints (SPEC 11).
+//! - `inbound`: inbound webhook receivers `POST /api/v1/webhooks/{name}` (SPEC 7.2),
+//!   authenticated by signature (GitHub, Standard Webhooks, generic HMAC).
 //! - `conn`: the listener; its connections fail writes that stall (peers that stopped reading).
 //! - `ops`: `/healthz`, `/readyz`, `/metrics`, `/api/v1/openapi.json`.
 
@@ -42,6 +44,7 @@ mod demo;
 pub mod error;
 mod events;
 pub mod gateway;
+mod inbound;
 mod ops;
 mod rest;
 mod sockjs;
@@ -84,6 +87,7 @@ pub fn router(state: AppState) -> Router {
     };
     Router::new()
         .merge(rest::router())
+        .merge(inbound::router(&state.config))
         .merge(demo)
         .merge(sockjs_tests)
         .merge(events::router())

@@ -4,6 +4,7 @@
 
 mod demo;
 mod fanout;
+mod inbound;
 mod limits;
 mod ops;
 mod poll;
