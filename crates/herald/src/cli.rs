@@ -205,19 +205,36 @@ pub(crate) struct TailArgs {
     long_about = "Measure fan-out against a running server.\n\n\
         Connects --subscribers subscribers spread over --topics topics (`<prefix>.t0`, \
         `<prefix>.t1`, ...), waits until all are subscribed, then publishes --events events \
-        round-robin over the topics, each carrying its send time. Reports the delivery rate, \
-        the publish rate and latency, the delivery latency percentiles, and the events lost, \
-        duplicated or delivered out of order. Every subscriber expects every event published \
-        to its topic. The bench stops when all were delivered, or --timeout seconds after the \
-        last publish.\n\n\
+        round-robin over the topics, each carrying {\"seq\": n, \"t\": <send time, Unix ns>}. \
+        Reports the delivery rate, the publish rate and latency, the delivery latency \
+        percentiles, and the events lost, duplicated or delivered out of order. Every \
+        subscriber expects every event published to its topic. The bench stops when all were \
+        delivered, or --timeout seconds after the last publish.\n\n\
+        Subscribers (--via): `sse` (Server-Sent Events), `ws` (the JSON WebSocket protocol at \
+        /api/v1/ws), `stomp` (STOMP 1.2 over WebSocket at /ws, subprotocol v12.stomp, \
+        destination /topic/<topic>) or `longpoll` (GET .../events?after=N&wait=30&limit=1000 \
+        in a loop).\n\n\
+        Other servers (Nchan, say) are measured with URL templates, where `{topic}` is the \
+        topic name and `{server}` the --server URL: --pub-url makes the publishers POST the \
+        bare {\"seq\",\"t\"} object (any 2xx is success) instead of Herald's envelope; \
+        --sub-url is where subscribers connect. With --via ws and --sub-url, each WebSocket \
+        message is taken as one event's data and no subscribe message is sent (--ws-raw). \
+        Events are told apart by `seq`: ids that are not numbers are only used to resume.\n\n\
+        --server-pid PID (a server on this machine) adds the server's memory per connection \
+        (VmRSS growth while connecting, after --hold) and its CPU time per delivery over the \
+        publish and delivery phase; the bench's own CPU share is always reported. With \
+        --events 0 --hold SECS it only connects, holds the connections and measures memory.\n\n\
         Each subscriber is one connection (one file descriptor here and one on the server): \
         raise `ulimit -n` on both sides for large runs. With a server on 127.0.0.1 and more \
-        than 25,000 subscribers, connections are spread over the source addresses 127.0.0.2, \
-        127.0.0.3, ... so the ephemeral ports do not run out.",
+        than 25,000 subscribers (--per-source), connections are spread over the source \
+        addresses 127.0.0.2, 127.0.0.3, ... so the ephemeral ports do not run out.",
     after_help = "EXAMPLES:\n  \
         herald bench                                          # 1000 SSE subscribers, 10000 events\n  \
         herald bench --via ws --subscribers 10000 --topics 10\n  \
-        herald bench --events 100000 --rate 5000 --json\n  \
+        herald bench --via stomp --events 100000 --publishers 16 --json\n  \
+        herald bench --via longpoll --subscribers 1000 --rate 1000\n  \
+        herald bench --via ws --events 0 --hold 5 --subscribers 10000 --server-pid $(pidof herald)\n  \
+        herald bench --sub-url 'http://127.0.0.1:8081/sub/{topic}' --pub-url 'http://127.0.0.1:8081/pub?chan={topic}'\n  \
         herald bench --server http://10.0.0.5:8080 --token $KEY --subscribers 50000"
 )]
 pub(crate) struct BenchArgs {
@@ -235,8 +252,8 @@ pub(crate) struct BenchArgs {
     /// Topic names are `<PREFIX>.t0`, `<PREFIX>.t1`, ...
     #[arg(long, default_value = "bench", value_name = "PREFIX")]
     pub(crate) topic_prefix: String,
-    /// Total number of events to publish.
-    #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Total number of events to publish (0: connect, --hold, report, publish nothing).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub(crate) events: u64,
     /// Events per second to publish (0: as fast as the publishers go).
     #[arg(long, default_value_t = 0.0, value_name = "R")]
@@ -250,6 +267,30 @@ pub(crate) struct BenchArgs {
     /// Subscribers connecting at the same time.
     #[arg(long, default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) connect_concurrency: u64,
+    /// Where subscribers connect, with `{topic}` and `{server}` placeholders (default: the
+    /// Herald endpoint of --via on --server).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub(crate) sub_url: Option<String>,
+    /// Where events are published, with `{topic}` and `{server}` placeholders; the body is
+    /// the bare event data `{"seq","t"}` (default: Herald's REST API and envelope).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub(crate) pub_url: Option<String>,
+    /// With --via ws: every WebSocket message is one event's data, no subscribe message is
+    /// sent (implied by --sub-url).
+    #[arg(long)]
+    pub(crate) ws_raw: bool,
+    /// PID of the server (on this machine): report its memory per connection and CPU time
+    /// per delivery.
+    #[arg(long, value_name = "PID")]
+    pub(crate) server_pid: Option<u32>,
+    /// Keep the connections open this long once all are subscribed, before publishing and
+    /// before the server's memory is read.
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    pub(crate) hold: f64,
+    /// Subscribers per loopback source address (127.0.0.2, 127.0.0.3, ...) when the
+    /// subscribers connect to 127.0.0.1 or localhost and are more than this.
+    #[arg(long, default_value_t = 25_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) per_source: u64,
     /// Print the results as one JSON line instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
@@ -260,8 +301,13 @@ pub(crate) struct BenchArgs {
 pub(crate) enum BenchVia {
     /// Server-Sent Events.
     Sse,
-    /// The JSON WebSocket protocol.
+    /// The JSON WebSocket protocol (or, with --sub-url, raw messages).
     Ws,
+    /// STOMP 1.2 over WebSocket.
+    Stomp,
+    /// Long polling.
+    #[value(alias = "poll")]
+    Longpoll,
 }
 
 impl BenchVia {
@@ -270,6 +316,8 @@ impl BenchVia {
         match self {
             Self::Sse => "sse",
             Self::Ws => "ws",
+            Self::Stomp => "stomp",
+            Self::Longpoll => "longpoll",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The `herald` binary from the outside: help, configuration errors and their exit codes, and
-//! a round trip `serve` → `publish` → `tail` (poll, SSE, WebSocket) → SIGTERM.
+//! a round trip `serve` → `publish` → `tail` (poll, SSE, WebSocket) → `bench` (SSE, WebSocket,
+//! STOMP, long polling, with the server's PID) → SIGTERM.
 //!
 //! Every command runs under a timeout, and every process a test starts is killed when the test
 //! ends, even when it fails ([`ChildGuard`]).
@@ -321,6 +322,24 @@ fn first_tail_line(server: &str, via: &str) -> Value {
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("{via}: not JSON ({e}): {line}"))
 }
 
+/// Runs `herald bench --json` against `server` and returns its report.
+fn bench(server: &str, args: &[&str]) -> Value {
+    let out = herald()
+        .args(["bench", "--json", "--server", server])
+        .args(args)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 #[test]
 fn serve_publish_tail_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -403,21 +422,35 @@ fn serve_publish_tail_and_sigterm() {
         }
     }
 
-    // A small bench over both transports: everything arrives, once and in order.
-    for via in ["sse", "ws"] {
-        let out = herald()
-            .args(["bench", "--json", "--via", via, "--server", &server])
-            .args(["--subscribers", "20", "--topics", "2", "--events", "50"])
-            .args(["--topic-prefix", &format!("bench_{via}")])
-            .assert()
-            .success()
-            .get_output()
-            .clone();
-        let report: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{via}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
-        assert_eq!(report["published"], 50, "{via}: {report}");
-        assert_eq!(report["expected_deliveries"], 500, "{via}: {report}");
-        assert_eq!(report["deliveries"], 500, "{via}: {report}");
+    // A small bench over every transport, from two source addresses: everything arrives,
+    // once and in order.
+    for (via, events) in [("sse", 50), ("ws", 50), ("stomp", 200), ("longpoll", 200)] {
+        let report = bench(
+            &server,
+            &[
+                "--via",
+                via,
+                "--subscribers",
+                "20",
+                "--topics",
+                "2",
+                "--events",
+                &events.to_string(),
+                "--topic-prefix",
+                &format!("bench_{via}"),
+                // Two source addresses, 127.0.0.2 and 127.0.0.3.
+                "--per-source",
+                "10",
+            ],
+        );
+        assert_eq!(report["via"], via, "{report}");
+        assert_eq!(report["published"], events, "{via}: {report}");
+        assert_eq!(
+            report["expected_deliveries"],
+            events * 10,
+            "{via}: {report}"
+        );
+        assert_eq!(report["deliveries"], events * 10, "{via}: {report}");
         for k in ["lost", "duplicated", "reordered", "unexpected"] {
             assert_eq!(report[k], 0, "{via}: {k} in {report}");
         }
@@ -425,7 +458,67 @@ fn serve_publish_tail_and_sigterm() {
             report["latency_ms"]["p99"].as_f64().unwrap() > 0.0,
             "{report}"
         );
+        assert!(report["server_rss_per_conn_bytes"].is_null(), "{report}");
     }
+
+    // With the server's PID: its memory per connection and CPU per delivery, and the
+    // bench's own CPU share.
+    let pid = serve.0.id().to_string();
+    let report = bench(
+        &server,
+        &[
+            "--via",
+            "sse",
+            "--subscribers",
+            "20",
+            "--events",
+            "100",
+            "--hold",
+            "0.2",
+            "--server-pid",
+            &pid,
+            "--topic-prefix",
+            "bench_pid",
+        ],
+    );
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["server_pid"].as_u64(), Some(u64::from(serve.0.id())));
+    for k in [
+        "server_rss_before_bytes",
+        "server_rss_connected_bytes",
+        "server_rss_end_bytes",
+    ] {
+        assert!(report[k].as_u64().unwrap() > 1_000_000, "{k} in {report}");
+    }
+    for k in [
+        "server_rss_per_conn_bytes",
+        "clock_ticks_per_second",
+        "server_cpu_seconds",
+        "server_cpu_us_per_delivery",
+        "server_cpu_us_per_publish",
+        "generator_cpu_share",
+        "generator_cpu_share_publishing",
+    ] {
+        assert!(report[k].is_number(), "{k} in {report}");
+    }
+    assert_eq!(report["hold_seconds"], 0.2, "{report}");
+
+    // Only connect and hold (idle memory): nothing published, no error.
+    let report = bench(
+        &server,
+        &[
+            "--via",
+            "stomp",
+            "--subscribers",
+            "10",
+            "--events",
+            "0",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    assert_eq!(report["published"], 0, "{report}");
+    assert!(report["server_rss_per_conn_bytes"].is_number(), "{report}");
 
     // SIGTERM: a clean exit within 10 s.
     let pid = serve.0.id().to_string();
