@@ -2,26 +2,15 @@
 //! Chromium (playwright-core) and by client libraries nobody here wrote. `scripts/test-deps`
 //! installs them; these tests fail (they are never skipped) when they are missing.
 
+mod common;
+
+use common::{ServerGuard, repo, run_bounded};
+
 use std::{
     net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
-
-/// Kills the server on drop.
-struct ServerGuard(Child);
-
-impl Drop for ServerGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// Starts `herald serve --memory` with extra `HERALD_*` settings; returns its base URL.
 fn start(env: &[(&str, &str)]) -> (ServerGuard, String) {
@@ -51,36 +40,6 @@ fn start(env: &[(&str, &str)]) -> (ServerGuard, String) {
         std::thread::sleep(Duration::from_millis(50));
     }
     (guard, base)
-}
-
-/// Runs a program with a time limit; returns (success, combined output).
-fn run_bounded(mut cmd: Command, limit: Duration) -> (bool, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (run scripts/test-deps)"));
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return (status.success(), text);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            return (
-                false,
-                format!("timed out\n{}", String::from_utf8_lossy(&out.stdout)),
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

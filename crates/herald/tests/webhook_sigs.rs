@@ -5,29 +5,18 @@
 //! `tests/browser/webhook_sigs.mjs` does the checking; `scripts/test-deps` installs the npm
 //! packages, and this test fails (it is never skipped) when they are missing.
 
+mod common;
+
+use common::{ServerGuard, repo, run_bounded};
+
 use std::{
     net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use herald_protocol::webhook::{self, Secret, Signer};
 use serde_json::json;
-
-/// Kills the server on drop.
-struct ServerGuard(Child);
-
-impl Drop for ServerGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// Starts `herald serve --memory -c <config>`; returns its base URL.
 fn start(config: &std::path::Path) -> (ServerGuard, String) {
@@ -60,36 +49,6 @@ fn start(config: &std::path::Path) -> (ServerGuard, String) {
         std::thread::sleep(Duration::from_millis(50));
     }
     (guard, format!("http://127.0.0.1:{port}"))
-}
-
-/// Runs a program with a time limit; returns (success, combined output).
-fn run_bounded(mut cmd: Command, limit: Duration) -> (bool, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (run scripts/test-deps)"));
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return (status.success(), text);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            return (
-                false,
-                format!("timed out\n{}", String::from_utf8_lossy(&out.stdout)),
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn unix_now() -> i64 {
