@@ -345,3 +345,47 @@ async fn configured_app_destination_forwards_upstream() {
     expect_error_and_close(&mut ws, "application destination").await;
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn credentials_and_forbidden_destinations() {
+    let srv = TestServer::spawn_with(|c| {
+        c.auth.keys.push(herald_server::config::AuthKeySection {
+            key: "k-limited".into(),
+            publish: vec!["allowed.>".into()],
+            subscribe: vec!["allowed.>".into()],
+            admin: false,
+        });
+    })
+    .await;
+    // No credentials in CONNECT: refused.
+    let mut ws = connect(&srv).await;
+    send(&mut ws, "CONNECT\naccept-version:1.2\nhost:h\n\n\0").await;
+    expect_error_and_close(&mut ws, "credentials").await;
+    // A wrong key: refused.
+    let mut ws = connect(&srv).await;
+    send(
+        &mut ws,
+        "CONNECT\naccept-version:1.2\nhost:h\nlogin:x\npasscode:nope\n\n\0",
+    )
+    .await;
+    expect_error_and_close(&mut ws, "invalid").await;
+    // The key as passcode: allowed where its patterns say, ERROR elsewhere.
+    let login = "CONNECT\naccept-version:1.2\nhost:h\nlogin:x\npasscode:k-limited\n\n\0";
+    let mut ws = connect(&srv).await;
+    send(&mut ws, login).await;
+    assert!(frame(&mut ws).await.unwrap().starts_with("CONNECTED"));
+    send(
+        &mut ws,
+        "SEND\ndestination:/topic/allowed.a\nreceipt:ok\n\nx\0",
+    )
+    .await;
+    assert!(frame(&mut ws).await.unwrap().starts_with("RECEIPT"));
+    send(&mut ws, "SEND\ndestination:/topic/secret.a\n\nx\0").await;
+    expect_error_and_close(&mut ws, "not allowed").await;
+    let mut ws = connect(&srv).await;
+    send(&mut ws, login).await;
+    assert!(frame(&mut ws).await.unwrap().starts_with("CONNECTED"));
+    send(&mut ws, "SUBSCRIBE\nid:1\ndestination:/topic/>\n\n\0").await;
+    expect_error_and_close(&mut ws, "not allowed").await;
+    srv.stop().await;
+}
