@@ -362,6 +362,28 @@ impl Hub {
         self.inner.log.head()
     }
 
+    /// The highest id retention removed from a topic matching the patterns (0 when none): a
+    /// cursor below it gets a `herald.truncated` notice.
+    pub fn floor(&self, patterns: &[Pattern]) -> u64 {
+        self.inner.log.floor(patterns)
+    }
+
+    /// Whether the log takes writes now (for readiness probes).
+    ///
+    /// # Errors
+    /// The log's reason when it does not.
+    pub fn ready(&self) -> Result<(), LogError> {
+        self.inner.log.ready()
+    }
+
+    /// Background upkeep of the log (age retention, expired idempotency keys).
+    ///
+    /// # Errors
+    /// When the log fails.
+    pub async fn maintain(&self) -> Result<(), LogError> {
+        self.inner.log.maintain().await
+    }
+
     /// Entries in the pattern index.
     pub fn index_len(&self) -> usize {
         self.inner.index.read().len()

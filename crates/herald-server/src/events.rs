@@ -193,7 +193,7 @@ async fn poll(state: &AppState, req: StreamRequest) -> ApiResult<Response> {
     };
     let mut items: Vec<Item> = Vec::new();
     if let Some(n) = after {
-        let floor = hub.log().floor(&req.patterns);
+        let floor = hub.floor(&req.patterns);
         let page = hub.history(&req.patterns, Some(n), req.limit).await?;
         if n < floor {
             let oldest = page.first().map(|e| e.id).unwrap_or(hub.head() + 1);

@@ -243,7 +243,7 @@ async fn maintain(hub: Hub, token: CancellationToken) {
         tokio::select! {
             _ = token.cancelled() => return,
             _ = tick.tick() => {
-                if let Err(e) = hub.log().maintain().await {
+                if let Err(e) = hub.maintain().await {
                     tracing::warn!(error = %e, "retention sweep failed");
                 }
             }

@@ -34,7 +34,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.token.is_cancelled() {
         return ApiError::unavailable("shutting down").into_response();
     }
-    match state.hub.log().ready() {
+    match state.hub.ready() {
         Ok(()) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],

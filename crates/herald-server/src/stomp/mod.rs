@@ -596,10 +596,14 @@ async fn forward(
     m: &Publish,
     principal: &Principal,
 ) -> Result<Box<serde_json::value::RawValue>, String> {
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .map_err(|e| e.to_string())?;
+    // One client for every forward: it keeps connections to the upstream alive.
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap_or_default()
+    });
     let resp = client
         .post(url)
         .header(
