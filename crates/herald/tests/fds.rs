@@ -143,10 +143,13 @@ async fn running_out_of_descriptors_is_survived() {
     );
 
     let text = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(
-        text.matches("cannot accept connections").count(),
-        1,
-        "the condition is logged once:\n{text}"
+    // Logged once per episode: after recovering, the waiting connections may exhaust the
+    // descriptors again, which starts a new episode (and a new line), never one line per retry.
+    let exhausted = text.matches("cannot accept connections").count();
+    let recovered = text.matches("accepting connections again").count();
+    assert!(recovered >= 1, "{text}");
+    assert!(
+        exhausted == recovered || exhausted == recovered + 1,
+        "the condition is logged once per episode:\n{text}"
     );
-    assert!(text.contains("accepting connections again"), "{text}");
 }
