@@ -36,6 +36,9 @@ pub enum LogError {
     /// The log cannot be reached (a cluster backend lost its connection).
     #[error("the event log is unavailable: {0}")]
     Unavailable(String),
+    /// The request is invalid for the store (an endpoint with a bad pattern).
+    #[error("invalid: {0}")]
+    Invalid(String),
     /// Any other storage failure.
     #[error("storage error: {0}")]
     Storage(String),

@@ -252,6 +252,12 @@ impl Hub {
         &self.inner.log
     }
 
+    /// Outbound webhook endpoints and deliveries (kept by the log, which writes an event's
+    /// deliveries in its own append).
+    pub fn webhooks(&self) -> Arc<dyn crate::Webhooks> {
+        self.inner.log.webhooks()
+    }
+
     /// The settings.
     pub fn config(&self) -> &HubConfig {
         &self.inner.config

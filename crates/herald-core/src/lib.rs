@@ -11,6 +11,8 @@
 //! - [`index`]: [`PatternIndex`], the trie that finds a topic's subscribers.
 //! - [`log`]: the [`Log`] trait, retention rules and per-topic bookkeeping.
 //! - [`memory`]: the in-memory log, [`MemoryLog`].
+//! - [`webhook`]: outbound webhook endpoints and deliveries, the [`Webhooks`] trait every log
+//!   implements (deliveries are written in the event's own append), [`webhook::MemoryWebhooks`].
 //! - [`hub`]: [`Hub`], [`Subscription`] and the seam-free resume.
 //! - [`error`]: [`ValidationError`] (client's fault) and [`LogError`] (storage's).
 
@@ -21,6 +23,7 @@ pub mod index;
 pub mod log;
 pub mod memory;
 pub mod topic;
+pub mod webhook;
 
 pub use error::{LogError, ValidationError};
 pub use event::{Event, NewEvent};
@@ -32,3 +35,4 @@ pub use log::{
 };
 pub use memory::MemoryLog;
 pub use topic::{Pattern, Topic};
+pub use webhook::{Endpoint, Webhooks};

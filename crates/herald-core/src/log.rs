@@ -87,6 +87,10 @@ pub trait Log: Send + Sync + 'static {
     /// Whether the log can take writes now (for `/readyz`).
     fn ready(&self) -> Result<(), LogError>;
 
+    /// Outbound webhook endpoints and deliveries. Deliveries for published events are
+    /// written by `append` in the same durable write as the events.
+    fn webhooks(&self) -> std::sync::Arc<dyn crate::webhook::Webhooks>;
+
     /// Flushes and stops; later appends fail with [`LogError::Closed`].
     fn close(&self) -> BoxFuture<'_, Result<(), LogError>>;
 }

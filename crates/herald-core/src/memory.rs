@@ -11,7 +11,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::{
     Appended, CommitSink, Event, Log, LogError, LogOptions, NewEvent, Pattern, TopicInfo,
-    TopicTable, event::now_ms,
+    TopicTable, event::now_ms, webhook::MemoryWebhooks,
 };
 
 /// The in-memory log.
@@ -19,6 +19,7 @@ pub struct MemoryLog {
     inner: Mutex<State>,
     sink: RwLock<Option<Arc<dyn CommitSink>>>,
     options: LogOptions,
+    webhooks: Arc<MemoryWebhooks>,
 }
 
 #[derive(Default)]
@@ -41,6 +42,7 @@ impl MemoryLog {
             inner: Mutex::new(State::default()),
             sink: RwLock::new(None),
             options,
+            webhooks: Arc::new(MemoryWebhooks::new()),
         }
     }
 
@@ -113,6 +115,8 @@ impl Log for MemoryLog {
                     duplicate: false,
                 });
             }
+            // Deliveries "in the same append" (nothing here is durable anyway).
+            self.webhooks.append_hook(&fresh);
             // Fan out under the lock: batches reach the sink in id order.
             if !fresh.is_empty()
                 && let Some(sink) = self.sink.read().as_ref()
@@ -218,6 +222,10 @@ impl Log for MemoryLog {
         } else {
             Ok(())
         }
+    }
+
+    fn webhooks(&self) -> Arc<dyn crate::webhook::Webhooks> {
+        self.webhooks.clone()
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), LogError>> {

@@ -213,6 +213,10 @@ impl Log for SlowReads {
         self.0.ready()
     }
 
+    fn webhooks(&self) -> Arc<dyn herald_core::Webhooks> {
+        self.0.webhooks()
+    }
+
     fn close(&self) -> BoxFuture<'_, Result<(), LogError>> {
         self.0.close()
     }

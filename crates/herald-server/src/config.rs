@@ -351,6 +351,19 @@ pub struct Config {
     pub stomp_apps: Vec<StompApp>,
     /// `[[inbound]]` webhook receivers, ready to verify (no parsing per request).
     pub inbound: Vec<InboundReceiver>,
+    /// `[webhooks]`: outbound delivery settings.
+    pub webhooks: WebhookConfig,
+}
+
+/// Validated `[webhooks]`.
+#[derive(Debug, Clone)]
+#[allow(missing_docs)]
+pub struct WebhookConfig {
+    pub timeout: Duration,
+    pub retry_schedule: Vec<Duration>,
+    pub allow_private_targets: bool,
+    pub disable_after: Duration,
+    pub concurrency_per_endpoint: usize,
 }
 
 /// Default topic template of an inbound receiver.
@@ -610,11 +623,22 @@ impl Config {
         nonzero("sockjs.heartbeat", &raw.sockjs.heartbeat)?;
         duration("sockjs.disconnect_delay", &raw.sockjs.disconnect_delay)?;
         positive("sockjs.response_limit", raw.sockjs.response_limit)?;
-        duration("webhooks.timeout", &raw.webhooks.timeout)?;
-        duration("webhooks.disable_after", &raw.webhooks.disable_after)?;
-        for (i, d) in raw.webhooks.retry_schedule.iter().enumerate() {
-            duration(&format!("webhooks.retry_schedule[{i}]"), d)?;
-        }
+        let webhooks = WebhookConfig {
+            timeout: nonzero("webhooks.timeout", &raw.webhooks.timeout)?,
+            disable_after: nonzero("webhooks.disable_after", &raw.webhooks.disable_after)?,
+            retry_schedule: raw
+                .webhooks
+                .retry_schedule
+                .iter()
+                .enumerate()
+                .map(|(i, d)| duration(&format!("webhooks.retry_schedule[{i}]"), d))
+                .collect::<Result<_, _>>()?,
+            allow_private_targets: raw.webhooks.allow_private_targets,
+            concurrency_per_endpoint: positive(
+                "webhooks.concurrency_per_endpoint",
+                raw.webhooks.concurrency_per_endpoint,
+            )?,
+        };
         match raw.log.format.as_str() {
             "text" | "json" => {}
             other => return Err(bad("log.format", format!("{other:?} (use text or json)"))),
@@ -637,6 +661,7 @@ impl Config {
             stomp_tcp_listen,
             stomp_apps,
             inbound,
+            webhooks,
             raw,
         })
     }

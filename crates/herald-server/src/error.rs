@@ -108,6 +108,7 @@ impl From<LogError> for ApiError {
     fn from(e: LogError) -> Self {
         match e {
             LogError::Closed | LogError::Unavailable(_) => Self::unavailable(e.to_string()),
+            LogError::Invalid(d) => Self::unprocessable(d),
             LogError::Storage(_) => Self::internal(e),
         }
     }

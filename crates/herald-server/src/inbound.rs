@@ -22,11 +22,11 @@
 //! characters outside `[A-Za-z0-9_-]` replaced by `_` (`webhooks.github.pull_request.opened`).
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{DefaultBodyLimit, Path, State, rejection::BytesRejection},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    routing::post,
+    routing::{MethodRouter, post},
 };
 use bytes::Bytes;
 use herald_core::{
@@ -51,13 +51,11 @@ use crate::{
 pub(crate) const PATH: &str = "/api/v1/webhooks/{id}";
 const PREFIX: &str = "/api/v1/webhooks/";
 
-/// Routes of this door: the receivers' bodies are bounded by `limits.max_inbound_body`
-/// instead of the general `limits.max_body_bytes`.
-pub(crate) fn router(config: &Config) -> Router<AppState> {
-    Router::new().route(
-        PATH,
-        post(receive).layer(DefaultBodyLimit::max(config.limits.max_inbound_body)),
-    )
+/// The POST handler of [`PATH`] (mounted by the outbound webhook router, which owns the
+/// other methods of that path): the receivers' bodies are bounded by
+/// `limits.max_inbound_body` instead of the general `limits.max_body_bytes`.
+pub(crate) fn method_router(config: &Config) -> MethodRouter<AppState> {
+    post(receive).layer(DefaultBodyLimit::max(config.limits.max_inbound_body))
 }
 
 /// The receiver a request path addresses, if any (for the gateway's exemption from API-key

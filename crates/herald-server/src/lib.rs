@@ -51,6 +51,7 @@ mod sockjs;
 mod sse;
 pub mod state;
 mod stomp;
+pub mod webhooks;
 mod ws;
 
 pub use config::Config;
@@ -87,7 +88,7 @@ pub fn router(state: AppState) -> Router {
     };
     Router::new()
         .merge(rest::router())
-        .merge(inbound::router(&state.config))
+        .merge(webhooks::router(&state.config))
         .merge(demo)
         .merge(sockjs_tests)
         .merge(events::router())
@@ -162,7 +163,21 @@ pub async fn build_state(
     let queues = stomp::queue::Queues::start(hub.clone(), token.clone(), &tasks)
         .await
         .context("rebuilding STOMP queues from the log")?;
+    let w = &config.webhooks;
+    let dispatcher = herald_webhooks::Dispatcher::start(
+        hub.webhooks(),
+        herald_webhooks::Settings {
+            timeout: w.timeout,
+            retry_schedule: w.retry_schedule.clone(),
+            allow_private_targets: w.allow_private_targets,
+            disable_after: w.disable_after,
+            concurrency_per_endpoint: w.concurrency_per_endpoint,
+        },
+        token.clone(),
+        &tasks,
+    );
     Ok(AppState {
+        dispatcher,
         hub,
         config: Arc::new(config),
         token,

@@ -27,6 +27,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// STOMP `/queue/` destinations.
     pub(crate) queues: Arc<crate::stomp::queue::Queues>,
+    /// The outbound webhook dispatcher.
+    pub dispatcher: Arc<herald_webhooks::Dispatcher>,
 }
 
 /// Which door a streaming connection came through.

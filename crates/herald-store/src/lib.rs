@@ -66,6 +66,7 @@ mod error;
 mod log;
 mod reader;
 mod schema;
+mod webhooks;
 mod writer;
 
 #[cfg(test)]

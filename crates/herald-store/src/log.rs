@@ -21,6 +21,7 @@ use crate::{
     StoreError,
     reader::{self, Order, Plan, ReadPool, Window},
     schema,
+    webhooks::SqliteWebhooks,
     writer::{Command, Shared, Writer},
 };
 
@@ -95,6 +96,7 @@ pub struct SqliteLog {
     pool: Arc<ReadPool>,
     path: PathBuf,
     durability: Durability,
+    webhooks: Arc<SqliteWebhooks>,
 }
 
 /// Takes the exclusive lock on `<dir>/LOCK`, so that two processes never write one store
@@ -208,6 +210,8 @@ impl SqliteLog {
             writer_alive: AtomicBool::new(true),
             options,
             lock: parking_lot::Mutex::new(Some(lock)),
+            endpoints: loaded.endpoints,
+            signal: Arc::default(),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = Writer::new(conn, shared.clone(), rx, loaded.last_time_ms);
@@ -219,10 +223,16 @@ impl SqliteLog {
                 path: path.clone(),
                 source,
             })?;
+        let pool = Arc::new(ReadPool::new(path.clone()));
         Ok(SqliteLog {
+            webhooks: Arc::new(SqliteWebhooks::new(
+                shared.clone(),
+                tx.clone(),
+                pool.clone(),
+            )),
             shared,
             tx,
-            pool: Arc::new(ReadPool::new(path.clone())),
+            pool,
             path,
             durability,
         })
@@ -371,6 +381,10 @@ impl Log for SqliteLog {
         } else {
             Ok(())
         }
+    }
+
+    fn webhooks(&self) -> Arc<dyn herald_core::Webhooks> {
+        self.webhooks.clone()
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), LogError>> {

@@ -10,6 +10,14 @@
 //!   expiring them is a range delete.
 //! - `meta(name PRIMARY KEY, value)`: `head`, the highest id ever assigned, so that an id is
 //!   never reused even when retention has removed the newest rows' predecessors or every row.
+//!
+//! Version 2 adds the outbound webhooks (a version 1 file is upgraded in place at open):
+//! - `webhooks(id PRIMARY KEY, body)`: endpoints as JSON ([`herald_core::Endpoint`]).
+//! - `deliveries(id INTEGER PRIMARY KEY, endpoint, event_id, msg_id, event_type, body, status,
+//!   attempts, next_at, last_chance, created_ms)`: one row per event and matching endpoint,
+//!   written in the event's own transaction; `deliveries_due` on `(endpoint, status, next_at)`
+//!   finds an endpoint's due work, `deliveries_endpoint` on `(endpoint, id)` pages its list.
+//! - `attempts(delivery, n, at_ms, status_code, duration_ms, error, response_body)`.
 
 use std::{path::Path, time::Duration};
 
@@ -19,7 +27,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use crate::{Durability, StoreError};
 
 /// The schema version this code writes and understands.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a connection waits on a lock before giving up with `SQLITE_BUSY`. In WAL mode
 /// readers and the writer do not block each other; this only covers start-up (a previous
@@ -48,6 +56,35 @@ CREATE INDEX IF NOT EXISTS keys_at ON keys (at_ms);
 CREATE TABLE IF NOT EXISTS meta (
     name  TEXT    PRIMARY KEY,
     value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS webhooks (
+    id   TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deliveries (
+    id          INTEGER PRIMARY KEY,
+    endpoint    TEXT    NOT NULL,
+    event_id    INTEGER NOT NULL,
+    msg_id      TEXT    NOT NULL,
+    event_type  TEXT    NOT NULL,
+    body        TEXT    NOT NULL,
+    status      INTEGER NOT NULL,
+    attempts    INTEGER NOT NULL,
+    next_at     INTEGER NOT NULL,
+    last_chance INTEGER NOT NULL,
+    created_ms  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (endpoint, status, next_at);
+CREATE INDEX IF NOT EXISTS deliveries_endpoint ON deliveries (endpoint, id);
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery      INTEGER NOT NULL,
+    n             INTEGER NOT NULL,
+    at_ms         INTEGER NOT NULL,
+    status_code   INTEGER,
+    duration_ms   INTEGER NOT NULL,
+    error         TEXT,
+    response_body TEXT    NOT NULL,
+    PRIMARY KEY (delivery, n)
 ) WITHOUT ROWID;
 ";
 
@@ -103,6 +140,8 @@ pub(crate) struct Loaded {
     pub(crate) head: u64,
     /// Time of the newest event, so that stored times never go backwards across a restart.
     pub(crate) last_time_ms: i64,
+    /// Outbound webhook endpoints.
+    pub(crate) endpoints: herald_core::webhook::EndpointSet,
 }
 
 pub(crate) fn load(conn: &Connection) -> Result<Loaded, StoreError> {
@@ -160,10 +199,29 @@ pub(crate) fn load(conn: &Connection) -> Result<Loaded, StoreError> {
         )
         .optional()?
         .unwrap_or(0);
+    let endpoints = herald_core::webhook::EndpointSet::new();
+    let mut stmt = conn.prepare("SELECT id, body FROM webhooks")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        let body = row.get_ref(1)?.as_str()?;
+        match serde_json::from_str::<herald_core::Endpoint>(body)
+            .map_err(|e| e.to_string())
+            .and_then(|e| herald_core::webhook::CompiledEndpoint::new(e).map_err(|e| e.to_string()))
+        {
+            Ok(c) => endpoints.put(std::sync::Arc::new(c)),
+            Err(e) => {
+                tracing::warn!(endpoint = id, error = %e, "ignoring an unreadable webhook endpoint")
+            }
+        }
+    }
+    drop(rows);
+    drop(stmt);
     Ok(Loaded {
         topics,
         head,
         last_time_ms,
+        endpoints,
     })
 }
 

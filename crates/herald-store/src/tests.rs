@@ -808,3 +808,175 @@ async fn a_directory_in_use_is_refused() {
     let again = open(dir.path()).await;
     again.ready().unwrap();
 }
+
+mod webhooks {
+    use std::collections::HashSet;
+
+    use herald_core::{
+        Endpoint,
+        webhook::{Attempt, NewDelivery, Next, Outcome, Signing, Status},
+    };
+
+    use super::*;
+
+    fn endpoint(id: &str, topics: &[&str], events: &[&str]) -> Endpoint {
+        Endpoint {
+            id: id.into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            topics: topics.iter().map(|s| s.to_string()).collect(),
+            events: events.iter().map(|s| s.to_string()).collect(),
+            description: String::new(),
+            headers: Default::default(),
+            rate_limit: None,
+            enabled: true,
+            disabled_reason: None,
+            signing: Signing::Hmac,
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            previous_secret: None,
+            previous_until_ms: None,
+            failing_since_ms: None,
+            created_ms: 1,
+            updated_ms: 1,
+        }
+    }
+
+    fn attempt(code: u16) -> Attempt {
+        Attempt {
+            at_ms: 5,
+            status_code: Some(code),
+            duration_ms: 3,
+            error: None,
+            response_body: "ok".into(),
+        }
+    }
+
+    /// Deliveries are written by the append itself, match patterns and types, and survive a
+    /// reopen with their endpoints; attempts, retries and stats round-trip.
+    #[tokio::test]
+    async fn outbox_is_written_with_the_event_and_survives_reopen() {
+        let dir = TempDir::new().unwrap();
+        {
+            let log = open(dir.path()).await;
+            let wh = log.webhooks();
+            wh.create(endpoint("wh_a", &["orders.>"], &[]))
+                .await
+                .unwrap();
+            wh.create(endpoint("wh_b", &["orders.eu"], &["paid"]))
+                .await
+                .unwrap();
+            // A bad pattern is refused and stores nothing.
+            assert!(matches!(
+                wh.create(endpoint("wh_bad", &["orders..x"], &[])).await,
+                Err(LogError::Invalid(_))
+            ));
+            let mut paid = ev("orders.eu", "1");
+            paid.event = "paid".into();
+            log.append(vec![ev("orders.us", "0"), paid, ev("users.x", "2")])
+                .await
+                .unwrap();
+            let marked = wh.signal().take();
+            assert_eq!(
+                marked,
+                HashSet::from(["wh_a".to_owned(), "wh_b".to_owned()])
+            );
+            // Dropped without close: as after a crash.
+        }
+        let log = open(dir.path()).await;
+        let wh = log.webhooks();
+        assert_eq!(wh.list().len(), 2);
+        let a = wh.deliveries("wh_a", None, 0, 10).await.unwrap();
+        assert_eq!(
+            a.iter().map(|r| r.delivery.event_id).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!(a[0].delivery.msg_id, "msg_1");
+        let body: serde_json::Value = serde_json::from_str(&a[0].delivery.body).unwrap();
+        assert_eq!(body["id"], "1");
+        assert_eq!(body["topic"], "orders.us");
+        let b = wh.deliveries("wh_b", None, 0, 10).await.unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].delivery.event_type, "paid");
+
+        // Due work, in flight skipped.
+        let none = HashSet::new();
+        let (due, next) = wh.due("wh_a", i64::MAX, 1, &none).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(next, Some(i64::MAX));
+        let skip = HashSet::from([due[0].id]);
+        let (due2, next2) = wh.due("wh_a", i64::MAX, 5, &skip).await.unwrap();
+        assert_eq!(due2.len(), 1);
+        assert_ne!(due2[0].id, due[0].id);
+        assert_eq!(next2, None);
+
+        // Record: one retry later, one failed.
+        wh.record(vec![
+            Outcome {
+                delivery: due[0].id,
+                attempt: attempt(500),
+                next: Next::RetryAt(i64::MAX - 1),
+            },
+            Outcome {
+                delivery: due2[0].id,
+                attempt: attempt(400),
+                next: Next::Failed,
+            },
+        ])
+        .await
+        .unwrap();
+        let (due, next) = wh.due("wh_a", 10, 5, &none).await.unwrap();
+        assert!(due.is_empty());
+        assert_eq!(next, Some(i64::MAX - 1));
+        let failed = wh
+            .deliveries("wh_a", Some(Status::Failed), 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].attempts[0].status_code, Some(400));
+        assert_eq!(failed[0].delivery.attempts, 1);
+        let stats = wh.queue_stats().await.unwrap();
+        assert_eq!(stats.len(), 2);
+
+        // Recover failed ones: due now, last chance.
+        assert_eq!(wh.retry("wh_a", None, 0).await.unwrap(), 1);
+        let (due, _) = wh
+            .due("wh_a", herald_core::event::now_ms() + 1000, 5, &none)
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1);
+        assert!(due[0].last_chance);
+
+        // Test messages, modify, delete.
+        let ids = wh
+            .enqueue(vec![NewDelivery {
+                endpoint: "wh_b".into(),
+                event_id: 0,
+                msg_id: "msg_test".into(),
+                event_type: "herald.test".into(),
+                body: "{}".into(),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(ids.len(), 1);
+        let changed = wh
+            .modify("wh_b", Box::new(|e| e.enabled = false))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!changed.enabled);
+        assert!(
+            wh.modify("wh_zz", Box::new(|_| {}))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Disabled: new events get no delivery.
+        let mut paid = ev("orders.eu", "3");
+        paid.event = "paid".into();
+        log.append(vec![paid]).await.unwrap();
+        assert_eq!(wh.deliveries("wh_b", None, 0, 10).await.unwrap().len(), 2);
+        assert!(wh.delete("wh_a").await.unwrap());
+        assert!(!wh.delete("wh_a").await.unwrap());
+        assert!(wh.deliveries("wh_a", None, 0, 10).await.unwrap().is_empty());
+        log.close().await.unwrap();
+    }
+}

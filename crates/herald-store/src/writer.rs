@@ -26,7 +26,9 @@ use std::{
 };
 
 use herald_core::{
-    Appended, CommitSink, Event, LogError, LogOptions, NewEvent, Topic, TopicTable, event::now_ms,
+    Appended, CommitSink, Event, LogError, LogOptions, NewEvent, Topic, TopicTable,
+    event::now_ms,
+    webhook::{EndpointSet, NewDelivery, Signal},
 };
 use parking_lot::RwLock;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -56,6 +58,11 @@ pub(crate) struct Shared {
     pub(crate) options: LogOptions,
     /// The data directory's lock, held while the writer thread lives.
     pub(crate) lock: parking_lot::Mutex<Option<std::fs::File>>,
+    /// Outbound webhook endpoints; only the writer thread changes them, so an append
+    /// matches against exactly the endpoints committed before it.
+    pub(crate) endpoints: EndpointSet,
+    /// Wakes the webhook dispatcher when deliveries are written.
+    pub(crate) signal: Arc<Signal>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, LogError>>;
@@ -68,6 +75,9 @@ pub(crate) enum Command {
     },
     Maintain(Reply<()>),
     Close(Reply<()>),
+    /// Any other write (webhook endpoints and deliveries): runs on the writer thread, which
+    /// serializes it with appends; the closure answers its caller itself.
+    Exec(Box<dyn FnOnce(&mut Writer) + Send>),
 }
 
 /// Changes to one topic's stats made by an uncommitted transaction; applied to the shared
@@ -88,11 +98,13 @@ struct Group {
     fresh: Vec<Arc<Event>>,
     deltas: Deltas,
     head: u64,
+    /// Endpoints that got deliveries.
+    marked: Vec<String>,
 }
 
 pub(crate) struct Writer {
-    conn: Connection,
-    shared: Arc<Shared>,
+    pub(crate) conn: Connection,
+    pub(crate) shared: Arc<Shared>,
     rx: mpsc::Receiver<Command>,
     /// Newest time stamped on an event; times never go backwards, so id order is time order
     /// and age retention can stop at the first young row.
@@ -177,6 +189,12 @@ impl Writer {
                     let _ = reply.send(self.checkpoint().map_err(LogError::from));
                     break;
                 }
+                Command::Exec(f) => {
+                    if std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut self))).is_err() {
+                        tracing::error!("a store write panicked");
+                        self.rollback();
+                    }
+                }
             }
         }
         // Whatever was queued behind `close` is refused rather than silently dropped.
@@ -192,13 +210,15 @@ impl Writer {
                 Command::Close(reply) => {
                     let _ = reply.send(Ok(()));
                 }
+                // Dropping it drops its reply sender: the caller sees the log closed.
+                Command::Exec(_) => {}
             }
         }
         tracing::debug!("event log writer stopped");
     }
 
     /// A timestamp for the next write, never earlier than the previous one.
-    fn tick(&mut self) -> i64 {
+    pub(crate) fn tick(&mut self) -> i64 {
         self.last_time_ms = now_ms().max(self.last_time_ms);
         self.last_time_ms
     }
@@ -208,7 +228,7 @@ impl Writer {
         Ok(())
     }
 
-    fn rollback(&self) {
+    pub(crate) fn rollback(&self) {
         // SQLite may already have rolled back by itself (I/O errors, SQLITE_FULL).
         if !self.conn.is_autocommit()
             && let Err(e) = self.conn.execute_batch("ROLLBACK")
@@ -218,7 +238,7 @@ impl Writer {
     }
 
     /// Runs `f` in one write transaction: commits on success, rolls back otherwise.
-    fn in_transaction<T>(
+    pub(crate) fn in_transaction<T>(
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -240,6 +260,11 @@ impl Writer {
             Ok(group) => {
                 self.apply(group.deltas);
                 self.shared.head.fetch_max(group.head, Ordering::AcqRel);
+                if !group.marked.is_empty() {
+                    self.shared
+                        .signal
+                        .mark(group.marked.iter().map(String::as_str));
+                }
                 if !group.fresh.is_empty() {
                     self.fan_out(&group.fresh);
                 }
@@ -274,6 +299,7 @@ impl Writer {
         let mut results = Vec::with_capacity(batches.len());
         let mut fresh: Vec<Arc<Event>> = Vec::new();
         let mut deltas = Deltas::new();
+        let mut marked = Vec::new();
         // With one append in the group the transaction itself is its all-or-nothing unit.
         let savepoints = batches.len() > 1;
         for batch in batches {
@@ -282,7 +308,7 @@ impl Writer {
             }
             let start_len = fresh.len();
             let start_id = next_id;
-            match self.append_batch(batch, &mut next_id, now, &mut fresh) {
+            match self.append_batch(batch, &mut next_id, now, &mut fresh, &mut marked) {
                 Ok(out) => {
                     if savepoints {
                         self.exec("RELEASE batch")?;
@@ -325,6 +351,7 @@ impl Writer {
             fresh,
             deltas,
             head,
+            marked,
         })
     }
 
@@ -335,6 +362,7 @@ impl Writer {
         next_id: &mut u64,
         now: i64,
         fresh: &mut Vec<Arc<Event>>,
+        marked: &mut Vec<String>,
     ) -> Result<Vec<Appended>, StoreError> {
         let mut out = Vec::with_capacity(batch.len());
         for new in batch {
@@ -371,6 +399,14 @@ impl Writer {
             }
             *next_id += 1;
             let ev = Arc::new(Event::from_new(id, new, now));
+            // The outbox: a delivery per matching endpoint, in the event's own transaction.
+            if !self.shared.endpoints.is_empty() {
+                for ep in self.shared.endpoints.matching(&ev) {
+                    let d = NewDelivery::for_event(&ep.endpoint.id, &ev);
+                    crate::webhooks::insert_delivery(&self.conn, &d, now)?;
+                    marked.push(d.endpoint);
+                }
+            }
             fresh.push(ev.clone());
             out.push(Appended {
                 event: ev,
@@ -496,6 +532,7 @@ impl Writer {
             }
             let mut deltas = Deltas::new();
             w.expire_by_age(now, &mut deltas)?;
+            w.prune_deliveries(now)?;
             let topics: Vec<Topic> = w
                 .shared
                 .topics

@@ -3,6 +3,11 @@
 //!
 //! # Layout
 //! - [`TestServer`]: spawn, URLs, a client, restart on the same data, clean stop.
+//! - [`WebhookReceiver`]: a recording, scriptable HTTP receiver for outbound webhooks.
+
+mod receiver;
+
+pub use receiver::{Answer, Received, WebhookReceiver};
 
 use std::{
     net::SocketAddr,

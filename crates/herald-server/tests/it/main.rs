@@ -15,4 +15,5 @@ mod sockjs;
 mod sse;
 mod stomp;
 mod util;
+mod webhooks;
 mod ws;

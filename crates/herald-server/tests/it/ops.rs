@@ -99,6 +99,13 @@ async fn openapi_document() {
     assert!(version.starts_with("3.1"), "{version}");
     assert!(doc["paths"].is_object());
     assert!(doc["paths"]["/api/v1/topics/{topic}/events"].is_object());
+    for p in [
+        "/api/v1/webhooks",
+        "/api/v1/webhooks/{id}",
+        "/api/v1/webhooks/{id}/deliveries",
+    ] {
+        assert!(doc["paths"][p].is_object(), "{p}");
+    }
     srv.stop().await;
 }
 
