@@ -28,7 +28,7 @@ use herald_core::{
     event::{now_ms, parse_rfc3339_ms, rfc3339_ms, validate_event_type},
     webhook::{DeliveryRecord, NewDelivery, Signing, Status},
 };
-use herald_protocol::webhook::{Secret, SigningKey};
+use herald_protocol::webhook::{MAX_SECRET_BYTES, MIN_SECRET_BYTES, Secret, SigningKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -150,6 +150,20 @@ fn view(e: &Endpoint) -> Value {
     v
 }
 
+/// A URL without its user name and password (for logs).
+fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("***");
+                let _ = u.set_password(None);
+            }
+            u.to_string()
+        }
+        Err(_) => String::from("(unparsable)"),
+    }
+}
+
 fn check_url(url: &str) -> ApiResult<()> {
     if url.len() > MAX_TEXT {
         return Err(ApiError::unprocessable("`url` is too long"));
@@ -220,9 +234,17 @@ fn check_rate(rate: Option<u32>) -> ApiResult<()> {
 /// A secret given by the client, checked against the endpoint's signing kind.
 fn given_secret(signing: Signing, s: &str) -> ApiResult<String> {
     match signing {
-        Signing::Hmac => Secret::parse(s)
-            .map(|k| k.to_whsec())
-            .map_err(|e| ApiError::unprocessable(format!("`secret`: {e}"))),
+        Signing::Hmac => {
+            let k =
+                Secret::parse(s).map_err(|e| ApiError::unprocessable(format!("`secret`: {e}")))?;
+            let n = k.key().len();
+            if !(MIN_SECRET_BYTES..=MAX_SECRET_BYTES).contains(&n) {
+                return Err(ApiError::unprocessable(format!(
+                    "`secret` must be whsec_ + base64 of {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes (this one has {n})"
+                )));
+            }
+            Ok(k.to_whsec())
+        }
         Signing::Ed25519 => SigningKey::parse(s)
             .map(|k| k.to_whsk())
             .map_err(|e| ApiError::unprocessable(format!("`secret` (a whsk_ key): {e}"))),
@@ -248,8 +270,7 @@ struct CreateBody {
     #[serde(default)]
     events: Vec<String>,
     secret: Option<String>,
-    #[serde(default)]
-    description: String,
+    description: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
     rate_limit: Option<u32>,
@@ -271,7 +292,8 @@ async fn create(
     check_events(&b.events)?;
     check_headers(&b.headers)?;
     check_rate(b.rate_limit)?;
-    if b.description.len() > MAX_TEXT {
+    let description = b.description.unwrap_or_default();
+    if description.len() > MAX_TEXT {
         return Err(ApiError::unprocessable("`description` is too long"));
     }
     let secret = match &b.secret {
@@ -284,7 +306,7 @@ async fn create(
         url: b.url,
         topics: b.topics,
         events: b.events,
-        description: b.description,
+        description,
         headers: b.headers,
         rate_limit: b.rate_limit,
         enabled: b.enabled.unwrap_or(true),
@@ -298,7 +320,7 @@ async fn create(
         updated_ms: now,
     };
     let stored = state.hub.webhooks().create(endpoint).await?;
-    tracing::info!(endpoint = %stored.id, url = %stored.url, "webhook endpoint created");
+    tracing::info!(endpoint = %stored.id, url = %redacted(&stored.url), "webhook endpoint created");
     Ok((StatusCode::CREATED, Json(view(&stored))).into_response())
 }
 
@@ -383,7 +405,8 @@ async fn update(
     if let Some(e) = &events {
         check_events(e)?;
     }
-    let description: Option<String> = patch_field(&body, "description")?;
+    let description: Option<String> =
+        patch_field::<Option<String>>(&body, "description")?.map(Option::unwrap_or_default);
     if description.as_ref().is_some_and(|d| d.len() > MAX_TEXT) {
         return Err(ApiError::unprocessable("`description` is too long"));
     }
@@ -608,6 +631,7 @@ async fn recover(
     struct Body {
         since: String,
     }
+    existing(&state, &id)?;
     let b: Body = json_body(body)?;
     let since = parse_rfc3339_ms(&b.since).ok_or_else(|| {
         ApiError::unprocessable(format!(
@@ -615,7 +639,6 @@ async fn recover(
             b.since
         ))
     })?;
-    existing(&state, &id)?;
     let n = state.hub.webhooks().retry(&id, None, since).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "recovered": n }))).into_response())
 }

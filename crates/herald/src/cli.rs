@@ -14,11 +14,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     long_about = "Herald: a real-time event gateway in one binary.\n\n\
         Events go in once (REST, WebSocket, ...) and out over every real-time channel a client \
         may need: Server-Sent Events, WebSocket, long polling and webhooks. The same binary \
-        runs the server (`herald serve`) and talks to one (`publish`, `tail`, `bench`).",
+        runs the server (`herald serve`) and talks to one (`publish`, `tail`, `webhooks`, \
+        `bench`).",
     after_help = "EXAMPLES:\n  \
         herald serve --memory                    start a server that keeps events in memory\n  \
         herald publish orders.eu '{\"total\": 3}'  publish one event\n  \
         herald tail 'orders.>'                   print events of every orders topic as they come\n  \
+        herald webhooks list                     show the outbound webhook endpoints\n  \
         herald config print > herald.toml        write out the effective configuration\n  \
         herald bench --subscribers 1000          measure fan-out latency and throughput"
 )]
@@ -39,6 +41,8 @@ pub(crate) enum Command {
     Publish(PublishArgs),
     /// Print events of a topic pattern as they arrive, one JSON object per line.
     Tail(TailArgs),
+    /// Manage outbound webhook endpoints and their deliveries.
+    Webhooks(WebhooksArgs),
     /// Measure fan-out: many subscribers, one stream of events, delivery latency.
     Bench(BenchArgs),
 }
@@ -199,6 +203,254 @@ pub(crate) struct TailArgs {
     pub(crate) via: Via,
 }
 
+/// Options every `herald webhooks` command takes.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct WebhookCommon {
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+    /// Print the server's JSON answer instead of the human-readable form.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `herald webhooks`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Manage outbound webhook endpoints (subscriptions) and their deliveries; needs \
+        an admin key (--token, HERALD_TOKEN).\n\n\
+        Every event published to a topic that matches an endpoint's patterns (and, if given, \
+        its event types) becomes one delivery: a signed POST to the endpoint's URL, retried \
+        on failure. Receivers verify `webhook-signature` (Standard Webhooks) with the \
+        endpoint's `whsec_` secret, or `v1a` signatures with its `whpk_` public key \
+        (--ed25519), and may verify GitHub-style `x-hub-signature-256` with the whole secret \
+        string.\n\n\
+        Every command takes --json to print the server's JSON answer as it is. An HTTP error \
+        prints the server's explanation in one line and exits with code 1; a bad argument \
+        exits with code 2.",
+    after_help = "EXAMPLES:\n  \
+        herald webhooks add --url https://example.com/hook --topic 'orders.>'\n  \
+        herald webhooks list\n  \
+        herald webhooks deliveries wh_01jq... --status failed\n  \
+        herald webhooks retry wh_01jq... 42\n  \
+        herald webhooks recover wh_01jq... --since 2026-01-31T12:00:00Z\n  \
+        herald webhooks rm wh_01jq..."
+)]
+pub(crate) struct WebhooksArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: WebhooksCommand,
+}
+
+/// The `herald webhooks` commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum WebhooksCommand {
+    /// Create an endpoint and print its id and secret (or public key).
+    Add(WebhookAddArgs),
+    /// List the endpoints: id, enabled, URL, topics, and why a disabled one was disabled.
+    #[command(after_help = "EXAMPLES:\n  \
+        herald webhooks list\n  \
+        herald webhooks list --json | jq -r '.webhooks[].id'")]
+    List(WebhookCommon),
+    /// Print one endpoint as JSON (secret or public key included).
+    #[command(after_help = "EXAMPLES:\n  \
+        herald webhooks show wh_01jq...")]
+    Show(WebhookIdArgs),
+    /// Delete an endpoint and its deliveries.
+    #[command(
+        visible_alias = "delete",
+        long_about = "Delete an endpoint and its deliveries; nothing more is sent to it. The \
+            server answers without a body, so --json prints {\"id\",\"deleted\":true}.",
+        after_help = "EXAMPLES:\n  \
+        herald webhooks rm wh_01jq..."
+    )]
+    Rm(WebhookIdArgs),
+    /// Enable an endpoint: it gets deliveries again and its pending ones resume (also after
+    /// the server disabled it).
+    #[command(after_help = "EXAMPLES:\n  \
+        herald webhooks enable wh_01jq...")]
+    Enable(WebhookIdArgs),
+    /// Disable an endpoint: nothing is sent to it until it is enabled again; matching events
+    /// still queue up as pending deliveries.
+    #[command(after_help = "EXAMPLES:\n  \
+        herald webhooks disable wh_01jq...")]
+    Disable(WebhookIdArgs),
+    /// List an endpoint's deliveries, oldest first: id, event id, status, attempts, last
+    /// result.
+    Deliveries(WebhookDeliveriesArgs),
+    /// Send one delivery again now (whatever its status).
+    #[command(after_help = "EXAMPLES:\n  \
+        herald webhooks retry wh_01jq... 42")]
+    Retry(WebhookRetryArgs),
+    /// Send again every failed delivery of an endpoint created since a time.
+    Recover(WebhookRecoverArgs),
+    /// Send a `herald.test` event to this endpoint only.
+    #[command(after_help = "EXAMPLES:\n  \
+        herald webhooks test wh_01jq...\n  \
+        herald webhooks deliveries wh_01jq... --status pending")]
+    Test(WebhookIdArgs),
+    /// Give an endpoint a new generated secret (or key pair); the previous one keeps signing
+    /// for 24 hours, so receivers can switch over.
+    #[command(after_help = "EXAMPLES:\n  \
+        herald webhooks rotate-secret wh_01jq...")]
+    RotateSecret(WebhookIdArgs),
+    /// Measure delivery throughput and latency with a local receiver (creates and deletes
+    /// its own endpoints).
+    Bench(crate::webhook_bench::WebhookBenchArgs),
+}
+
+/// `herald webhooks add`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Create an outbound webhook endpoint and print its id, URL and the secret \
+        (or, with --ed25519, the public key) its receivers verify signatures with.\n\n\
+        Every event published to a topic matching one of the --topic patterns (`*` one \
+        segment, `>` one or more trailing segments) and, when --event is given, of one of \
+        those types, is POSTed to --url as {\"id\",\"topic\",\"event\",\"data\",\"time\"} with \
+        Standard Webhooks headers (webhook-id, webhook-timestamp, webhook-signature) and, for \
+        HMAC endpoints, x-hub-signature-256. Without --secret the server generates one.",
+    after_help = "EXAMPLES:\n  \
+        herald webhooks add --url https://example.com/hook --topic 'orders.>'\n  \
+        herald webhooks add --url \"$URL\" --topic 'orders.*.created' --topic 'refunds.>' --event created\n  \
+        herald webhooks add --url \"$URL\" --topic 'audit.>' --header x-team=payments --rate-limit 10\n  \
+        herald webhooks add --url \"$URL\" --topic 'orders.>' --ed25519\n  \
+        herald webhooks add --url \"$URL\" --topic 'orders.>' --disabled --json"
+)]
+pub(crate) struct WebhookAddArgs {
+    #[command(flatten)]
+    pub(crate) common: WebhookCommon,
+    /// Where deliveries are POSTed (http:// or https://).
+    #[arg(long, value_name = "URL")]
+    pub(crate) url: String,
+    /// Topic pattern to deliver, e.g. `orders.>` (repeatable, at least one).
+    #[arg(long = "topic", value_name = "PATTERN", required = true)]
+    pub(crate) topics: Vec<String>,
+    /// Only events of this type (repeatable; default: every type).
+    #[arg(long = "event", value_name = "TYPE")]
+    pub(crate) events: Vec<String>,
+    /// The signing secret, `whsec_<base64>` (`whsk_<base64>` with --ed25519); default: a
+    /// generated one.
+    #[arg(long, value_name = "SECRET")]
+    pub(crate) secret: Option<String>,
+    /// Free text shown with the endpoint.
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) description: Option<String>,
+    /// Extra request header, `NAME=VALUE` (repeatable).
+    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_header)]
+    pub(crate) headers: Vec<(String, String)>,
+    /// Most deliveries per second to this endpoint (default: no limit).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) rate_limit: Option<u32>,
+    /// Sign with an ed25519 key pair (`v1a` signatures; receivers get the `whpk_` public
+    /// key) instead of an HMAC secret.
+    #[arg(long)]
+    pub(crate) ed25519: bool,
+    /// Create the endpoint disabled (`herald webhooks enable` starts it).
+    #[arg(long)]
+    pub(crate) disabled: bool,
+}
+
+/// `NAME=VALUE` of `--header`.
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let Some((name, value)) = s.split_once('=') else {
+        return Err(format!(
+            "{s:?} is not NAME=VALUE (e.g. --header x-team=payments)"
+        ));
+    };
+    let name = name.trim();
+    if name.is_empty() || name.bytes().any(|b| !b.is_ascii_graphic() || b == b':') {
+        return Err(format!(
+            "{name:?} is not a header name (e.g. --header x-team=payments)"
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+/// The commands that name one endpoint.
+#[derive(Debug, Args)]
+pub(crate) struct WebhookIdArgs {
+    #[command(flatten)]
+    pub(crate) common: WebhookCommon,
+    /// The endpoint's id (`wh_...`, see `herald webhooks list`).
+    #[arg(value_name = "ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub(crate) id: String,
+}
+
+/// The states of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DeliveryStatus {
+    /// Not delivered yet (first attempt or a retry to come).
+    Pending,
+    /// A 2xx answer.
+    Succeeded,
+    /// No more attempts (replay with `retry` or `recover`).
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// The name in the API.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// `herald webhooks deliveries`.
+#[derive(Debug, Args)]
+#[command(after_help = "EXAMPLES:\n  \
+    herald webhooks deliveries wh_01jq...\n  \
+    herald webhooks deliveries wh_01jq... --status failed --limit 10\n  \
+    herald webhooks deliveries wh_01jq... --after 50        # the next page\n  \
+    herald webhooks deliveries wh_01jq... --json | jq '.deliveries[].attempts[-1]'")]
+pub(crate) struct WebhookDeliveriesArgs {
+    #[command(flatten)]
+    pub(crate) common: WebhookCommon,
+    /// The endpoint's id (`wh_...`).
+    #[arg(value_name = "ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub(crate) id: String,
+    /// Only deliveries in this state.
+    #[arg(long, value_enum)]
+    pub(crate) status: Option<DeliveryStatus>,
+    /// Start after this delivery id (the last one of the previous page).
+    #[arg(long, value_name = "DELIVERY_ID")]
+    pub(crate) after: Option<String>,
+    /// Most deliveries to list (1 to 1000; the server's default is 50).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) limit: Option<u32>,
+}
+
+/// `herald webhooks retry`.
+#[derive(Debug, Args)]
+pub(crate) struct WebhookRetryArgs {
+    #[command(flatten)]
+    pub(crate) common: WebhookCommon,
+    /// The endpoint's id (`wh_...`).
+    #[arg(value_name = "ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub(crate) id: String,
+    /// The delivery's id (see `herald webhooks deliveries`).
+    #[arg(value_name = "DELIVERY_ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub(crate) delivery: String,
+}
+
+/// `herald webhooks recover`.
+#[derive(Debug, Args)]
+#[command(after_help = "EXAMPLES:\n  \
+    herald webhooks recover wh_01jq... --since 2026-01-31T12:00:00Z\n  \
+    herald webhooks recover wh_01jq... --since \"$(date -u -d '2 hours ago' +%FT%TZ)\"")]
+pub(crate) struct WebhookRecoverArgs {
+    #[command(flatten)]
+    pub(crate) common: WebhookCommon,
+    /// The endpoint's id (`wh_...`).
+    #[arg(value_name = "ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub(crate) id: String,
+    /// Re-send the failed deliveries created at or after this RFC 3339 time, e.g.
+    /// 2026-01-31T12:00:00Z.
+    #[arg(long, value_name = "TIME")]
+    pub(crate) since: String,
+}
+
 /// `herald bench`.
 #[derive(Debug, Args)]
 #[command(
@@ -330,5 +582,33 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn headers_are_name_equals_value() {
+        assert_eq!(
+            parse_header("x-team=payments"),
+            Ok(("x-team".into(), "payments".into()))
+        );
+        assert_eq!(parse_header("x-q=a=b"), Ok(("x-q".into(), "a=b".into())));
+        assert_eq!(
+            parse_header("x-empty="),
+            Ok(("x-empty".into(), String::new()))
+        );
+        for bad in ["x-team", "=v", "x team=v", "x:y=v", ""] {
+            assert!(parse_header(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn webhooks_add_needs_a_topic() {
+        let e =
+            Cli::try_parse_from(["herald", "webhooks", "add", "--url", "http://x"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let ok = Cli::try_parse_from([
+            "herald", "webhooks", "add", "--url", "http://x", "--topic", "a.>", "--topic", "b",
+            "--header", "k=v", "--json",
+        ]);
+        assert!(ok.is_ok(), "{ok:?}");
     }
 }

@@ -89,6 +89,16 @@ impl Client {
         self.authorize(self.http.post(url))
     }
 
+    /// A PATCH request, with the token.
+    pub(crate) fn patch(&self, url: &str) -> RequestBuilder {
+        self.authorize(self.http.patch(url))
+    }
+
+    /// A DELETE request, with the token.
+    pub(crate) fn delete(&self, url: &str) -> RequestBuilder {
+        self.authorize(self.http.delete(url))
+    }
+
     fn authorize(&self, req: RequestBuilder) -> RequestBuilder {
         match &self.token {
             Some(t) => req.bearer_auth(t),

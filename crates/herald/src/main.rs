@@ -1,15 +1,16 @@
 //! `herald`: the one binary. It runs the server (`serve`), checks and prints its configuration
-//! (`config`), and is a client of a running server (`publish`, `tail`, `bench`).
+//! (`config`), and is a client of a running server (`publish`, `tail`, `webhooks`, `bench`).
 //!
 //! # Layout
 //! - [`cli`]: the clap declarations of every command and flag.
 //! - [`serve`]: `herald serve`: configuration, logging, listener, signals, `herald_server::run`.
 //! - [`config`]: `herald config check|print`, and the loading shared with `serve`.
 //! - [`client`]: the HTTP client shared by the client commands, URLs, problem+json errors.
-//! - [`publish`], [`tail`], [`bench`]: the client commands.
+//! - [`publish`], [`tail`], [`webhooks`], [`bench`]: the client commands.
 //! - [`limits`]: raising the open-file limit.
 //!
-//! Exit codes: 0 success, 1 failure (I/O, HTTP error, bind failure), 2 bad configuration.
+//! Exit codes: 0 success, 1 failure (I/O, HTTP error, bind failure), 2 bad configuration or
+//! bad arguments (clap's usage errors).
 
 use std::{io::Write as _, process::ExitCode};
 
@@ -24,6 +25,8 @@ mod limits;
 mod publish;
 mod serve;
 mod tail;
+mod webhook_bench;
+mod webhooks;
 
 use cli::{Cli, Command};
 
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
             Command::Config(args) => config::run(args),
             Command::Publish(args) => publish::run(args).await,
             Command::Tail(args) => tail::run(args).await,
+            Command::Webhooks(args) => webhooks::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

@@ -97,10 +97,12 @@ fn help_lists_the_commands() {
         .get_output()
         .clone();
     let text = String::from_utf8(out.stdout).unwrap();
-    for cmd in ["serve", "config", "publish", "tail", "bench", "EXAMPLES"] {
+    for cmd in [
+        "serve", "config", "publish", "tail", "webhooks", "bench", "EXAMPLES",
+    ] {
         assert!(text.contains(cmd), "`{cmd}` missing from:\n{text}");
     }
-    for cmd in ["serve", "config", "publish", "tail", "bench"] {
+    for cmd in ["serve", "config", "publish", "tail", "webhooks", "bench"] {
         let out = herald()
             .args([cmd, "--help"])
             .assert()

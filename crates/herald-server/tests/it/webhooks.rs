@@ -113,6 +113,7 @@ async fn endpoint_api_validates_and_round_trips() {
         json!({"url": "http://h/", "topics": ["a..b"]}),
         json!({"url": "http://h/", "topics": [">"], "events": ["has space"]}),
         json!({"url": "http://h/", "topics": [">"], "secret": "whsec_!!"}),
+        json!({"url": "http://h/", "topics": [">"], "secret": "whsec_YQ=="}),
         json!({"url": "http://h/", "topics": [">"], "headers": {"webhook-signature": "x"}}),
         json!({"url": "http://h/", "topics": [">"], "rate_limit": 0}),
         json!({"url": "http://h/", "topics": [">"], "colour": "red"}),
