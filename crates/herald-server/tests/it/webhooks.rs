@@ -536,3 +536,33 @@ async fn endpoints_and_pending_deliveries_survive_a_restart() {
     assert_eq!(got[0].path, "/back");
     srv.stop().await;
 }
+
+/// `https://` targets are spoken to over TLS (here a plain-HTTP port, so the handshake fails
+/// and the attempt records why instead of an unsupported scheme).
+#[tokio::test]
+async fn https_targets_use_tls() {
+    let rx = WebhookReceiver::ok().await;
+    let srv = TestServer::spawn_with(fast).await;
+    let ep = create(
+        &srv,
+        json!({"url": format!("https://127.0.0.1:{}/", rx.addr.port()), "topics": ["s"]}),
+    )
+    .await;
+    let id = ep["id"].as_str().unwrap();
+    publish_data(&srv, "s", json!(1)).await;
+    let list = deliveries_until(&srv, id, |l| {
+        l.len() == 1 && !l[0]["attempts"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let error = list[0]["attempts"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!error.is_empty(), "{list:?}");
+    assert!(!error.contains("scheme"), "{error}");
+    assert!(
+        rx.received().is_empty(),
+        "no plain-text request was made: {error}"
+    );
+    srv.stop().await;
+}
