@@ -1,0 +1,175 @@
+//! A `nats-server -js` of the test's own on a free port, stopped by PID when dropped; and
+//! helpers to build events and record what a sink sees.
+
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use herald_core::{CommitSink, Event, LogOptions, NewEvent, Pattern, Topic};
+use herald_nats::{JetStreamLog, NatsOptions};
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+use tempfile::TempDir;
+
+/// One JetStream server process with its store directory.
+pub(crate) struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    dir: TempDir,
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+impl NatsServer {
+    /// Starts a server on a free port with a fresh store directory.
+    pub(crate) fn start() -> Self {
+        let mut s = Self {
+            child: None,
+            port: free_port(),
+            dir: TempDir::new().expect("temp dir"),
+        };
+        s.spawn();
+        s
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("js")
+    }
+
+    fn spawn(&mut self) {
+        // Debian installs it in /usr/sbin, which is not on every PATH.
+        let run = |bin: &str| {
+            Command::new(bin)
+                .args(["-js", "-a", "127.0.0.1", "-p"])
+                .arg(self.port.to_string())
+                .arg("-sd")
+                .arg(self.store())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        };
+        let child = run("nats-server")
+            .or_else(|_| run("/usr/sbin/nats-server"))
+            .expect("nats-server on PATH (scripts/test-deps installs it)");
+        self.child = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub(crate) fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the process (SIGKILL, by its PID) and waits for it.
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and store.
+    pub(crate) fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub(crate) async fn open(server: &NatsServer, stream: &str) -> JetStreamLog {
+    open_with(server, stream, LogOptions::default()).await
+}
+
+pub(crate) async fn open_with(
+    server: &NatsServer,
+    stream: &str,
+    options: LogOptions,
+) -> JetStreamLog {
+    let opts = NatsOptions {
+        stream: stream.into(),
+        ..NatsOptions::new(server.url())
+    };
+    JetStreamLog::open(opts, options)
+        .await
+        .expect("open the log")
+}
+
+pub(crate) fn ev(topic: &str, data: &str) -> NewEvent {
+    keyed(topic, data, None)
+}
+
+/// `data` is used as JSON when it is JSON, else as a JSON string.
+pub(crate) fn keyed(topic: &str, data: &str, key: Option<&str>) -> NewEvent {
+    let json = if serde_json::from_str::<serde_json::Value>(data).is_ok() {
+        data.to_owned()
+    } else {
+        serde_json::to_string(data).unwrap()
+    };
+    NewEvent::new(
+        Topic::new(topic).unwrap(),
+        None,
+        RawValue::from_string(json).unwrap(),
+        key.map(str::to_owned),
+    )
+    .unwrap()
+}
+
+pub(crate) fn pats(p: &[&str]) -> Vec<Pattern> {
+    p.iter().map(|s| Pattern::new(s).unwrap()).collect()
+}
+
+pub(crate) fn ids(events: &[Arc<Event>]) -> Vec<u64> {
+    events.iter().map(|e| e.id).collect()
+}
+
+/// Records the ids a sink is handed.
+#[derive(Default)]
+pub(crate) struct Recorder {
+    ids: Mutex<Vec<u64>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Recorder {
+    pub(crate) fn seen(&self) -> Vec<u64> {
+        self.ids.lock().clone()
+    }
+
+    /// Waits until at least `n` ids were seen (10 s at most).
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<u64> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let notified = self.notify.notified();
+            let seen = self.seen();
+            if seen.len() >= n {
+                return seen;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("sink saw {} events, expected {n}", seen.len());
+            }
+        }
+    }
+}
+
+impl CommitSink for Recorder {
+    fn committed(&self, events: &[Arc<Event>]) {
+        self.ids.lock().extend(events.iter().map(|e| e.id));
+        self.notify.notify_waiters();
+    }
+}
