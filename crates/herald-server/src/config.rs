@@ -353,6 +353,17 @@ pub struct Config {
     pub inbound: Vec<InboundReceiver>,
     /// `[webhooks]`: outbound delivery settings.
     pub webhooks: WebhookConfig,
+    /// `[cluster]` with a `nats_url` (or `--nats`): the log is NATS JetStream.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Validated `[cluster]`.
+#[derive(Debug, Clone)]
+#[allow(missing_docs)]
+pub struct ClusterConfig {
+    pub nats_url: String,
+    pub stream: String,
+    pub replicas: usize,
 }
 
 /// Validated `[webhooks]`.
@@ -623,6 +634,44 @@ impl Config {
         nonzero("sockjs.heartbeat", &raw.sockjs.heartbeat)?;
         duration("sockjs.disconnect_delay", &raw.sockjs.disconnect_delay)?;
         positive("sockjs.response_limit", raw.sockjs.response_limit)?;
+        let cluster = match &raw.cluster.nats_url {
+            None => None,
+            Some(url) => {
+                let ok = ["nats://", "tls://", "ws://", "wss://"]
+                    .iter()
+                    .any(|p| url.starts_with(p) && url.len() > p.len());
+                if !ok {
+                    return Err(bad(
+                        "cluster.nats_url",
+                        format!("{url:?} is not a NATS URL like nats://127.0.0.1:4222"),
+                    ));
+                }
+                let stream = &raw.cluster.stream;
+                if stream.is_empty()
+                    || stream.len() > 32
+                    || !stream
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
+                    return Err(bad(
+                        "cluster.stream",
+                        format!("{stream:?} must be 1-32 of A-Z a-z 0-9 _ -"),
+                    ));
+                }
+                let replicas = positive("cluster.replicas", raw.cluster.replicas)?;
+                if replicas > 5 {
+                    return Err(bad(
+                        "cluster.replicas",
+                        "JetStream allows at most 5 replicas",
+                    ));
+                }
+                Some(ClusterConfig {
+                    nats_url: url.clone(),
+                    stream: stream.clone(),
+                    replicas,
+                })
+            }
+        };
         let webhooks = WebhookConfig {
             timeout: nonzero("webhooks.timeout", &raw.webhooks.timeout)?,
             disable_after: nonzero("webhooks.disable_after", &raw.webhooks.disable_after)?,
@@ -662,6 +711,7 @@ impl Config {
             stomp_apps,
             inbound,
             webhooks,
+            cluster,
             raw,
         })
     }

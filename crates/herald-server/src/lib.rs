@@ -133,6 +133,18 @@ pub async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
         retention: config.retention.clone(),
         dedupe_window: config.dedupe_window,
     };
+    if let Some(c) = &config.cluster {
+        let opts = herald_nats::NatsOptions {
+            stream: c.stream.clone(),
+            replicas: c.replicas,
+            ..herald_nats::NatsOptions::new(c.nats_url.clone())
+        };
+        let log = herald_nats::JetStreamLog::open(opts, options)
+            .await
+            .with_context(|| format!("joining the cluster through NATS at {}", c.nats_url))?;
+        tracing::info!(url = %c.nats_url, stream = %c.stream, "cluster mode: the log is NATS JetStream");
+        return Ok(Arc::new(log));
+    }
     if config.memory {
         return Ok(Arc::new(MemoryLog::new(options)));
     }

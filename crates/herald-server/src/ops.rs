@@ -34,14 +34,21 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.token.is_cancelled() {
         return ApiError::unavailable("shutting down").into_response();
     }
+    let backend = if state.config.cluster.is_some() {
+        "nats"
+    } else if state.config.memory {
+        "memory"
+    } else {
+        "sqlite"
+    };
     match state.hub.ready() {
         Ok(()) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
-            "{\"status\":\"ready\",\"store\":\"ok\"}",
+            format!("{{\"status\":\"ready\",\"store\":\"ok\",\"backend\":\"{backend}\"}}"),
         )
             .into_response(),
-        Err(e) => ApiError::unavailable(format!("store not ready: {e}")).into_response(),
+        Err(e) => ApiError::unavailable(format!("{backend} store not ready: {e}")).into_response(),
     }
 }
 

@@ -3,10 +3,13 @@
 //!
 //! # Layout
 //! - [`TestServer`]: spawn, URLs, a client, restart on the same data, clean stop.
+//! - [`NatsServer`]: a `nats-server -js` process of the test's own.
 //! - [`WebhookReceiver`]: a recording, scriptable HTTP receiver for outbound webhooks.
 
+mod nats;
 mod receiver;
 
+pub use nats::NatsServer;
 pub use receiver::{Answer, Received, WebhookReceiver};
 
 use std::{
@@ -28,6 +31,8 @@ pub struct TestServer {
     dir: Option<tempfile::TempDir>,
     data_dir: PathBuf,
     tweak: fn(&mut RawConfig),
+    /// Cluster mode: the NATS URL.
+    nats: Option<String>,
 }
 
 fn no_tweak(_: &mut RawConfig) {}
@@ -52,12 +57,27 @@ impl TestServer {
         Self::start(data_dir, tweak).await
     }
 
+    /// A cluster node on the NATS server at `nats_url` (stream `HERALD`), configured by
+    /// `tweak`. Its temp data directory only holds what a node keeps locally (nothing yet).
+    pub async fn spawn_node(nats_url: &str, tweak: fn(&mut RawConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().to_path_buf();
+        let mut s = Self::start_as(&data_dir, tweak, Some(nats_url.to_owned())).await;
+        s.dir = Some(dir);
+        s
+    }
+
     async fn start(data_dir: &Path, tweak: fn(&mut RawConfig)) -> Self {
+        Self::start_as(data_dir, tweak, None).await
+    }
+
+    async fn start_as(data_dir: &Path, tweak: fn(&mut RawConfig), nats: Option<String>) -> Self {
         let mut raw = Config::defaults().expect("default config").raw;
         raw.server.data_dir = data_dir.to_path_buf();
         raw.server.listen = "127.0.0.1:0".into();
         raw.server.shutdown_grace = "5s".into();
         raw.server.durability = "batch".into();
+        raw.cluster.nats_url = nats.clone();
         tweak(&mut raw);
         let config = Config::validate(raw).expect("valid test config");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -71,6 +91,7 @@ impl TestServer {
             dir: None,
             data_dir: data_dir.to_path_buf(),
             tweak,
+            nats,
         }
     }
 
@@ -117,7 +138,7 @@ impl TestServer {
     /// (a new port).
     pub async fn restart(mut self) -> Self {
         self.shutdown().await;
-        let mut next = Self::start(&self.data_dir, self.tweak).await;
+        let mut next = Self::start_as(&self.data_dir, self.tweak, self.nats.clone()).await;
         next.dir = self.dir.take();
         next
     }

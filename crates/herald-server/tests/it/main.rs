@@ -2,6 +2,7 @@
 //!
 //! One module per door; `util` holds the clients and checks they share.
 
+mod cluster;
 mod demo;
 mod fanout;
 mod inbound;
