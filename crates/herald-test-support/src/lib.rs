@@ -14,6 +14,7 @@ pub use receiver::{Answer, Received, WebhookReceiver};
 
 use std::{
     net::SocketAddr,
+    sync::Arc,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -33,6 +34,17 @@ pub struct TestServer {
     tweak: fn(&mut RawConfig),
     /// Cluster mode: the NATS URL.
     nats: Option<String>,
+    /// The NATS server this test server started for itself (`HERALD_TEST_BACKEND=nats`).
+    own_nats: Option<Arc<NatsServer>>,
+}
+
+/// Environment variable that runs every [`TestServer`] on NATS JetStream instead of SQLite:
+/// `HERALD_TEST_BACKEND=nats` (each server gets a `nats-server -js` of its own).
+pub const BACKEND_ENV: &str = "HERALD_TEST_BACKEND";
+
+/// Whether the tests run on NATS JetStream (see [`BACKEND_ENV`]).
+pub fn on_nats() -> bool {
+    std::env::var(BACKEND_ENV).is_ok_and(|v| v == "nats")
 }
 
 fn no_tweak(_: &mut RawConfig) {}
@@ -68,6 +80,12 @@ impl TestServer {
     }
 
     async fn start(data_dir: &Path, tweak: fn(&mut RawConfig)) -> Self {
+        if on_nats() {
+            let nats = Arc::new(NatsServer::start());
+            let mut s = Self::start_as(data_dir, tweak, Some(nats.url())).await;
+            s.own_nats = Some(nats);
+            return s;
+        }
         Self::start_as(data_dir, tweak, None).await
     }
 
@@ -92,6 +110,7 @@ impl TestServer {
             data_dir: data_dir.to_path_buf(),
             tweak,
             nats,
+            own_nats: None,
         }
     }
 
@@ -140,6 +159,7 @@ impl TestServer {
         self.shutdown().await;
         let mut next = Self::start_as(&self.data_dir, self.tweak, self.nats.clone()).await;
         next.dir = self.dir.take();
+        next.own_nats = self.own_nats.take();
         next
     }
 }

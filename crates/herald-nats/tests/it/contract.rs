@@ -350,3 +350,30 @@ async fn large_batch_keeps_order() {
         [998, 1000]
     );
 }
+
+/// Overlapping patterns, one of them `>`, after a cursor (the SSE suite's resume case).
+#[tokio::test]
+async fn overlapping_patterns_with_the_full_wildcard() {
+    let server = NatsServer::start();
+    let log = open(&server, "OVERLAP").await;
+    for t in ["a", "c", "b.x", "b.x.y", "b", "a.a", "b.y", "a"] {
+        log.append(vec![ev(t, "1")]).await.unwrap();
+    }
+    // nats-server 2.9 used to leave this read waiting: a start sequence with a filter equal
+    // to the stream's whole subject space.
+    let read = |p: Vec<Pattern>, after| {
+        let log = &log;
+        async move {
+            let events = tokio::time::timeout(Duration::from_secs(10), log.read(&p, after, 100))
+                .await
+                .expect("read finished")
+                .unwrap();
+            ids(&events)
+        }
+    };
+    assert_eq!(read(pats(&[">"]), 6).await, [7, 8]);
+    assert_eq!(read(pats(&["b.*", "b.>", ">"]), 6).await, [7, 8]);
+    assert_eq!(read(pats(&["b.*", ">"]), 0).await, [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(read(pats(&["b.*"]), 0).await, [3, 7]);
+    log.close().await.unwrap();
+}
