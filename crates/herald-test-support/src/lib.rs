@@ -14,8 +14,8 @@ pub use receiver::{Answer, Received, WebhookReceiver};
 
 use std::{
     net::SocketAddr,
-    sync::Arc,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
