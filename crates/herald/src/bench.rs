@@ -374,9 +374,14 @@ impl Targets {
             .collect::<anyhow::Result<Vec<Arc<str>>>>()?;
         let pub_urls = names
             .iter()
-            .map(|name| match &args.pub_url {
-                Some(t) => expand(t, server, name),
-                None => client.events_url(name),
+            .map(|name| match (&args.pub_url, &args.pub_server) {
+                (Some(t), _) => expand(t, server, name),
+                (None, Some(other)) => format!(
+                    "{}/api/v1/topics/{}/events",
+                    other.trim_end_matches('/'),
+                    client::encode_segment(name)
+                ),
+                (None, None) => client.events_url(name),
             })
             .collect();
         Ok(Self {

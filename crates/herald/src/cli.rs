@@ -527,6 +527,11 @@ pub(crate) struct BenchArgs {
     /// the bare event data `{"seq","t"}` (default: Herald's REST API and envelope).
     #[arg(long, value_name = "TEMPLATE")]
     pub(crate) pub_url: Option<String>,
+    /// Another Herald server to publish to, with Herald's REST API and envelope (default:
+    /// --server). With two nodes of a cluster: subscribers on --server, publishes on this
+    /// one, so every delivery crosses nodes.
+    #[arg(long, value_name = "URL", conflicts_with = "pub_url")]
+    pub(crate) pub_server: Option<String>,
     /// With --via ws: every WebSocket message is one event's data, no subscribe message is
     /// sent (implied by --sub-url).
     #[arg(long)]
