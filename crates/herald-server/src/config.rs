@@ -272,6 +272,10 @@ pub struct DemoSection {
 pub struct ClusterSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nats_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
     pub stream: String,
     pub replicas: u64,
 }
@@ -362,6 +366,8 @@ pub struct Config {
 #[allow(missing_docs)]
 pub struct ClusterConfig {
     pub nats_url: String,
+    pub credentials: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
     pub stream: String,
     pub replicas: usize,
 }
@@ -637,9 +643,12 @@ impl Config {
         let cluster = match &raw.cluster.nats_url {
             None => None,
             Some(url) => {
-                let ok = ["nats://", "tls://", "ws://", "wss://"]
-                    .iter()
-                    .any(|p| url.starts_with(p) && url.len() > p.len());
+                let ok = url.split(',').all(|u| {
+                    let u = u.trim();
+                    ["nats://", "tls://", "ws://", "wss://"]
+                        .iter()
+                        .any(|p| u.starts_with(p) && u.len() > p.len())
+                });
                 if !ok {
                     return Err(bad(
                         "cluster.nats_url",
@@ -667,6 +676,8 @@ impl Config {
                 }
                 Some(ClusterConfig {
                     nats_url: url.clone(),
+                    credentials: raw.cluster.credentials.clone(),
+                    tls_ca: raw.cluster.tls_ca.clone(),
                     stream: stream.clone(),
                     replicas,
                 })

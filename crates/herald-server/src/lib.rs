@@ -137,6 +137,8 @@ pub async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
         let opts = herald_nats::NatsOptions {
             stream: c.stream.clone(),
             replicas: c.replicas,
+            credentials: c.credentials.clone(),
+            tls_ca: c.tls_ca.clone(),
             ..herald_nats::NatsOptions::new(c.nats_url.clone())
         };
         let log = herald_nats::JetStreamLog::open(opts, options)

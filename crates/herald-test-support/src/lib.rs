@@ -9,7 +9,7 @@
 mod nats;
 mod receiver;
 
-pub use nats::NatsServer;
+pub use nats::{NatsCluster, NatsServer};
 pub use receiver::{Answer, Received, WebhookReceiver};
 
 use std::{

@@ -7,6 +7,7 @@ mod demo;
 mod fanout;
 mod inbound;
 mod limits;
+mod nats_cluster;
 mod ops;
 mod poll;
 mod rest;
