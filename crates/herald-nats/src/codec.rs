@@ -26,13 +26,26 @@ pub(crate) const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 pub(crate) struct Subjects {
     /// `<prefix>.ev.`
     events: String,
+    /// `<prefix>.dlv.`
+    deliveries: String,
 }
 
 impl Subjects {
     pub(crate) fn new(prefix: &str) -> Self {
         Self {
             events: format!("{prefix}.ev."),
+            deliveries: format!("{prefix}.dlv."),
         }
+    }
+
+    /// `<prefix>.dlv.>`: every webhook delivery (the deliveries stream).
+    pub(crate) fn all_deliveries(&self) -> String {
+        format!("{}>", self.deliveries)
+    }
+
+    /// The subject of an endpoint's deliveries.
+    pub(crate) fn deliveries(&self, endpoint: &str) -> String {
+        format!("{}{endpoint}", self.deliveries)
     }
 
     /// `<prefix>.ev.>`: every event.
@@ -148,6 +161,8 @@ mod tests {
         );
         assert_eq!(s.topic_of("herald.ev.a.b"), Some("a.b"));
         assert_eq!(s.topic_of("herald.dlv.a"), None);
+        assert_eq!(s.deliveries("wh_1"), "herald.dlv.wh_1");
+        assert_eq!(s.all_deliveries(), "herald.dlv.>");
     }
 
     #[test]

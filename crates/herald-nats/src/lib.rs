@@ -26,8 +26,14 @@
 //! - **Lost connection.** `ready` and `append` answer [`LogError::Unavailable`]
 //!   (503) while the connection is down; the client reconnects by itself and the feed resumes
 //!   after its head with no gap.
-//! - **Webhooks** in cluster mode are not implemented yet (see `webhooks`): writes answer
-//!   [`LogError::Unavailable`].
+//! - **Webhooks** (see `webhooks`): endpoints in the KV bucket `<stream>_webhooks`, watched
+//!   by every node; the events stream is the outbox, read by the durable consumer
+//!   `<stream>_outbox` that every node pulls from and acknowledges only once an event's
+//!   deliveries are stored; delivery bodies in the stream `<stream>_DLV` (the sequence is the
+//!   delivery id), their state in `<stream>_dlvstate` and attempts in `<stream>_attempts`.
+//!   A node claims a delivery with a lease (compare-and-set) before attempting it, so one node
+//!   attempts it at a time, and a dead node's deliveries go to the others when its leases
+//!   run out (`webhook_lease`).
 //!
 //! # Server version
 //! Works with nats-server 2.9 (Debian's): one filter subject per consumer, no batch publish.
@@ -39,7 +45,7 @@
 //! - `feed`: the node's ordered feed into the sink.
 //! - `read`: `read` and `latest` through ephemeral consumers.
 //! - `retention`: `maintain` (purges per topic) and `floors` (the shared floors bucket).
-//! - `webhooks`: the cluster webhooks (partial).
+//! - `webhooks`: the cluster webhooks (endpoints, outbox, deliveries, leases).
 //! - `error`: [`NatsError`].
 //!
 //! [`LogError::Unavailable`]: herald_core::LogError::Unavailable

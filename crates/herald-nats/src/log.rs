@@ -238,7 +238,21 @@ async fn connect(opts: &NatsOptions) -> Result<Client, NatsError> {
     if let Some(ca) = &opts.tls_ca {
         co = co.add_root_certificates(ca.clone()).require_tls(true);
     }
-    co.connect(opts.url.as_str())
+    // Several servers of one cluster: `nats://a:4222,nats://b:4222`.
+    let urls = opts
+        .url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| NatsError::Connect {
+                    url: u.to_owned(),
+                    message: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    co.connect(urls.as_slice())
         .await
         .map_err(|e| NatsError::Connect {
             url: opts.url.clone(),
@@ -627,7 +641,11 @@ impl Log for JetStreamLog {
     }
 
     fn maintain(&self) -> BoxFuture<'_, Result<(), LogError>> {
-        crate::retention::maintain(&self.shared).boxed()
+        async move {
+            crate::retention::maintain(&self.shared).await?;
+            self.webhooks.maintain().await
+        }
+        .boxed()
     }
 
     fn ready(&self) -> Result<(), LogError> {

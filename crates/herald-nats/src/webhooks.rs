@@ -1,122 +1,1211 @@
-//! Outbound webhooks in cluster mode: NOT IMPLEMENTED YET (a documented partial).
+//! Outbound webhooks in cluster mode (SPEC 7.1 and 13): [`NatsWebhooks`], the [`Webhooks`]
+//! of a [`crate::JetStreamLog`], shared by every node of the cluster.
 //!
-//! The planned design (see the crate docs): endpoints in the KV bucket `<stream>_webhooks`
-//! watched by every node into an [`EndpointSet`]; deliveries in the work-queue stream
-//! `<stream>_DLV` written by an "outbox" durable pull consumer on the events stream (the event
-//! log is the outbox, the durable consumer the dispatch cursor; `Nats-Msg-Id` =
-//! `<event id>.<endpoint id>` dedupes a redo after a crash); attempts in `<stream>_ATTEMPTS`.
+//! # Layout in JetStream
+//! - **Endpoints**: the KV bucket `<stream>_webhooks`, id → [`Endpoint`] JSON, which every
+//!   node loads at open and then watches (see `endpoints`).
+//! - **Outbox**: the events stream itself, read by the durable consumer `<stream>_outbox`
+//!   that all nodes pull from; an event is acknowledged only once its deliveries are stored,
+//!   so the consumer is the durable dispatch cursor of SPEC 7.1 (see `outbox`).
+//! - **Deliveries**: the stream `<stream>_DLV` on `<prefix>.dlv.<endpoint id>` holds each
+//!   delivery's request body; its sequence is the delivery id (increasing, as the API wants).
+//! - **Delivery state**: the KV bucket `<stream>_dlvstate`, `<endpoint id>.<delivery id>` →
+//!   status, attempts made, next attempt, last chance and the *lease* (see `records`). Every
+//!   node mirrors it in memory through a watch; due work, listings and queue stats are
+//!   answered from the mirror, and every change goes through compare-and-set on the key's
+//!   revision.
+//! - **Attempts**: the KV bucket `<stream>_attempts`, same keys → the latest
+//!   [`MAX_ATTEMPTS_KEPT`] attempts as JSON.
 //!
-//! Until then every write answers [`LogError::Unavailable`], so an endpoint can never be
-//! created that would silently get no deliveries, and reads answer "nothing".
+//! # One node at a time: leases
+//! [`Webhooks::due`] claims each delivery it hands out by writing a lease (this node, until
+//! now + `webhook_lease`) with compare-and-set: of two nodes racing for one delivery exactly
+//! one write succeeds, the other node skips it. Leases of held deliveries are renewed every
+//! third of the lease; [`Webhooks::record`] ends the lease with the outcome; `close` gives the
+//! leases still held back. When a node dies (`kill -9`) its leases run out and the others
+//! take its deliveries over: due answers, as the next due time, when the lease ends.
+//!
+//! Why not a work-queue stream with a consumer per endpoint for the deliveries (SPEC 13
+//! words it so): the API needs finished deliveries listed and retried, pending ones made due
+//! at once (a nak delay cannot be shortened), and the next due time of every endpoint, none
+//! of which a work queue answers. The work queue all nodes consume is the outbox consumer;
+//! deliveries are claimed with leases instead of acks, which gives the same guarantees (one
+//! node at a time, a dead node's work redone by another) over one model that also serves
+//! retries, listings and stats.
+//!
+//! # Signal
+//! The state watch marks an endpoint whenever one of its deliveries becomes attemptable by
+//! anyone (new, rescheduled, retried, released); the outbox and the API mark their own
+//! writes at once.
+//!
+//! # Approximations
+//! - Matching happens when the outbox takes the event, not at publish: an endpoint created,
+//!   changed or disabled after an event was stored but before the outbox took it (normally
+//!   milliseconds; longer while no node runs) is matched with its newer settings.
+//! - Events of a batch rolled back after a failure (see the crate docs) may have been turned
+//!   into deliveries already; events retention removes before the outbox took them (an
+//!   outbox lagging by more than the retention) get none.
+//! - A node that stalls past its lease without dying (a pause, a lost NATS connection while
+//!   the attempt runs) may see its delivery attempted by another node too: delivery is at
+//!   least once, as `webhook-id` lets receivers dedupe. Leases use the nodes' clocks, which
+//!   should agree within a fraction of the lease.
+//! - A redo of an outbox run more than the deliveries stream's duplicate window after the
+//!   first try (a node cut off from NATS mid-run for that long) would store its deliveries
+//!   twice.
+//! - `modify` uses compare-and-set; when another node changed the endpoint meanwhile, the
+//!   fields this change altered are laid over the newer value (the change cannot be run
+//!   again), not the change re-applied.
+//! - Attempts: the latest [`MAX_ATTEMPTS_KEPT`] per delivery are kept (the SQL stores keep
+//!   all). Finished deliveries are removed after [`FINISHED_KEPT`], by every node's
+//!   `maintain`.
+//! - Each node keeps the state of every retained delivery in memory (a few hundred bytes
+//!   each; bodies and attempts stay in JetStream).
+//! - A body too large for one NATS message (near `max_payload`) is not stored; it is rebuilt
+//!   from the event when needed, and the delivery fails if retention removed the event.
+//! - Deliveries an outbox stored for an endpoint deleted at that moment are removed by a
+//!   later sweep (after a minute), not by the delete.
 
-use std::{collections::HashSet, sync::Arc};
+mod endpoints;
+mod outbox;
+mod records;
 
-use futures::future::{BoxFuture, FutureExt};
-use herald_core::{
-    Endpoint, LogError, Webhooks,
-    webhook::{
-        DeliveryRecord, Due, EndpointChange, EndpointSet, NewDelivery, Outcome, QueueStats, Signal,
-        Status,
-    },
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
 };
 
-use crate::{NatsError, NatsOptions, log::Shared};
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        kv::{self, Operation, UpdateErrorKind},
+        stream::{self, DirectGetErrorKind, DiscardPolicy, StorageType},
+    },
+};
+use bytes::Bytes;
+use futures::{
+    StreamExt, TryStreamExt,
+    future::{BoxFuture, FutureExt},
+};
+use herald_core::{
+    Endpoint, LogError, Webhooks,
+    event::now_ms,
+    webhook::{
+        Attempt, Delivery, DeliveryRecord, Due, EndpointChange, NewDelivery, Outcome, QueueStats,
+        Signal, Status,
+    },
+};
+use parking_lot::Mutex;
+use tokio::{task::JoinHandle, time::Instant};
 
-/// What every write answers.
-pub(crate) const NOT_YET: &str = "webhooks in cluster mode are not implemented yet";
+use crate::{
+    NatsError, NatsOptions, codec, floors,
+    log::{REQUEST_TIMEOUT, Shared},
+};
 
-fn not_yet<T: Send + 'static>() -> BoxFuture<'static, Result<T, LogError>> {
-    futures::future::ready(Err(LogError::Unavailable(NOT_YET.into()))).boxed()
+use endpoints::{Applied, Endpoints, check_id};
+use records::{Lease, Mirror, Rec, State, key, parse_key};
+
+/// Attempts kept per delivery (the latest).
+pub(crate) const MAX_ATTEMPTS_KEPT: usize = 50;
+
+/// Finished deliveries (succeeded or failed) older than this are removed by `maintain`, as
+/// in the SQL stores.
+pub(crate) const FINISHED_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How often `maintain` (called every second by the server) looks for deliveries to remove.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Most finished deliveries removed per sweep.
+const SWEEP_MAX: usize = 10_000;
+/// Deliveries of an endpoint this node does not know are left alone this long (the
+/// endpoint's creation may still be on its way here).
+const ORPHAN_AFTER_MS: i64 = 60_000;
+
+/// Compare-and-set attempts on one delivery state.
+const CAS_ATTEMPTS: usize = 8;
+
+/// Requests of one call that run at once.
+const CONCURRENCY: usize = 16;
+
+/// Publishes of one store call in flight at once.
+const PIPELINE: usize = 128;
+
+/// Leases held longer than this are no longer renewed (an attempt never takes that long; a
+/// delivery the dispatcher forgot must not stay claimed forever).
+const MAX_HOLD: Duration = Duration::from_secs(3600);
+
+/// How long open waits for a bucket's replay before going on with a partial view (the
+/// watch completes it in the background).
+const REPLAY_WAIT: Duration = Duration::from_secs(30);
+
+/// Pause before watching a bucket again after the watch ended.
+const REWATCH_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long `close` waits for the webhook tasks.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Header of a delivery message whose body was too large to store: it is rebuilt from the
+/// event when needed.
+const BODY_HEADER: &str = "Herald-Body";
+const BODY_FROM_EVENT: &str = "event";
+
+/// A delivery this node claimed and has not recorded yet.
+#[derive(Debug, Clone)]
+struct Held {
+    endpoint: String,
+    since: Instant,
 }
 
-/// The [`Webhooks`] of a [`crate::JetStreamLog`] (partial, see the module docs).
-pub(crate) struct NatsWebhooks {
-    endpoints: EndpointSet,
+/// What the handle, the outbox, the watches and the renewals share.
+pub(crate) struct Inner {
+    pub(crate) shared: Arc<Shared>,
+    /// This node's lease owner name (random per opened log).
+    node: String,
+    pub(crate) lease: Duration,
+    /// The outbox consumer's name.
+    pub(crate) outbox: String,
+    pub(crate) endpoints: Endpoints,
+    states: kv::Store,
+    attempts: kv::Store,
+    dlv: stream::Stream,
+    mirror: Mutex<Mirror>,
+    held: Mutex<HashMap<u64, Held>>,
     signal: Arc<Signal>,
+    last_sweep: Mutex<Option<Instant>>,
+}
+
+/// The [`Webhooks`] of a [`crate::JetStreamLog`] (see the module docs).
+pub(crate) struct NatsWebhooks {
+    inner: Arc<Inner>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The deliveries stream's duplicate window: far longer than the outbox's ack wait, after
+/// which a dead node's run is redone.
+fn dedupe_window(lease: Duration) -> Duration {
+    (lease * 20).max(Duration::from_secs(600))
+}
+
+/// Replays a bucket (the last value of every key) into `apply` and returns its watch once
+/// caught up (or after [`REPLAY_WAIT`], with a warning).
+async fn replay(store: &kv::Store, apply: impl Fn(&kv::Entry)) -> Result<kv::Watch, NatsError> {
+    let info = store
+        .stream
+        .get_info()
+        .await
+        .map_err(|e| NatsError::js("read a KV bucket", e))?;
+    let mut watch = store
+        .watch_with_history(">")
+        .await
+        .map_err(|e| NatsError::js("watch a KV bucket", e))?;
+    if info.state.messages == 0 {
+        return Ok(watch);
+    }
+    let deadline = Instant::now() + REPLAY_WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, watch.next()).await {
+            Ok(Some(Ok(entry))) => {
+                apply(&entry);
+                if entry.delta == 0 {
+                    return Ok(watch);
+                }
+            }
+            Ok(Some(Err(e))) => return Err(NatsError::js("read a KV bucket", e)),
+            Ok(None) => return Err(NatsError::js("read a KV bucket", "the watch ended")),
+            Err(_) => {
+                tracing::warn!(bucket = %store.name, "KV bucket replay is slow; going on with what arrived");
+                return Ok(watch);
+            }
+        }
+    }
+}
+
+/// Follows a bucket until the log stops, watching it again (with a replay, which `apply`
+/// takes idempotently) after errors and reconnects.
+async fn follow(
+    shared: Arc<Shared>,
+    store: kv::Store,
+    watch: kv::Watch,
+    apply: impl Fn(&kv::Entry),
+) {
+    let mut watch = Some(watch);
+    loop {
+        if let Some(mut w) = watch.take() {
+            loop {
+                let next = tokio::select! {
+                    _ = shared.stop.cancelled() => return,
+                    e = w.next() => e,
+                };
+                match next {
+                    Some(Ok(entry)) => apply(&entry),
+                    Some(Err(e)) => {
+                        tracing::debug!(bucket = %store.name, error = %e, "KV watch interrupted");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        tokio::select! {
+            _ = shared.stop.cancelled() => return,
+            _ = tokio::time::sleep(REWATCH_PAUSE) => {}
+        }
+        match store.watch_with_history(">").await {
+            Ok(w) => watch = Some(w),
+            Err(e) => tracing::debug!(bucket = %store.name, error = %e, "cannot watch a KV bucket"),
+        }
+    }
 }
 
 impl NatsWebhooks {
-    pub(crate) async fn open(_shared: Arc<Shared>, _opts: &NatsOptions) -> Result<Self, NatsError> {
-        Ok(Self {
-            endpoints: EndpointSet::new(),
+    /// Creates or opens the buckets, the deliveries stream and the outbox consumer, loads the
+    /// endpoints and delivery states, and starts this node's outbox, watches and renewals.
+    pub(crate) async fn open(shared: Arc<Shared>, opts: &NatsOptions) -> Result<Self, NatsError> {
+        let js = &shared.js;
+        let name = |suffix: &str| format!("{}_{suffix}", opts.stream);
+        let endpoints_kv = floors::bucket(
+            js,
+            &name("webhooks"),
+            "Herald: webhook endpoints (id -> JSON)",
+            opts.replicas,
+        )
+        .await?;
+        let states = floors::bucket(
+            js,
+            &name("dlvstate"),
+            "Herald: webhook delivery state (<endpoint>.<delivery id> -> JSON)",
+            opts.replicas,
+        )
+        .await?;
+        let attempts = floors::bucket(
+            js,
+            &name("attempts"),
+            "Herald: webhook delivery attempts (<endpoint>.<delivery id> -> JSON list)",
+            opts.replicas,
+        )
+        .await?;
+        js.create_or_update_stream(stream::Config {
+            name: name("DLV"),
+            description: Some(
+                "Herald webhook deliveries: request bodies (the sequence is the delivery id)"
+                    .into(),
+            ),
+            subjects: vec![shared.subjects.all_deliveries()],
+            storage: StorageType::File,
+            num_replicas: opts.replicas,
+            discard: DiscardPolicy::Old,
+            duplicate_window: dedupe_window(opts.webhook_lease),
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| NatsError::js("create or update the deliveries stream", e))?;
+        let dlv = js
+            .get_stream(name("DLV"))
+            .await
+            .map_err(|e| NatsError::js("open the deliveries stream", e))?;
+        let outbox = name("outbox");
+        shared
+            .stream
+            .get_or_create_consumer::<async_nats::jetstream::consumer::pull::Config>(
+                &outbox,
+                outbox::config(&outbox, opts.webhook_lease),
+            )
+            .await
+            .map_err(|e| NatsError::js("create the webhook outbox consumer", e))?;
+
+        let inner = Arc::new(Inner {
+            shared: shared.clone(),
+            node: ulid::Ulid::new().to_string().to_ascii_lowercase(),
+            lease: opts.webhook_lease,
+            outbox,
+            endpoints: Endpoints::new(endpoints_kv.clone()),
+            states: states.clone(),
+            attempts,
+            dlv,
+            mirror: Mutex::default(),
+            held: Mutex::default(),
             signal: Arc::default(),
+            last_sweep: Mutex::new(None),
+        });
+        let endpoint_watch = replay(&endpoints_kv, |e| inner.apply_endpoint(e)).await?;
+        let state_watch = replay(&states, |e| inner.apply_state(e)).await?;
+        tracing::info!(
+            endpoints = inner.endpoints.set.list().len(),
+            node = %inner.node,
+            "opened the cluster webhooks"
+        );
+
+        let on_endpoint = {
+            let inner = inner.clone();
+            move |e: &kv::Entry| inner.apply_endpoint(e)
+        };
+        let on_state = {
+            let inner = inner.clone();
+            move |e: &kv::Entry| inner.apply_state(e)
+        };
+        let tasks = vec![
+            tokio::spawn(follow(
+                shared.clone(),
+                endpoints_kv,
+                endpoint_watch,
+                on_endpoint,
+            )),
+            tokio::spawn(follow(shared.clone(), states, state_watch, on_state)),
+            tokio::spawn(outbox::run(inner.clone())),
+            tokio::spawn(renew(inner.clone())),
+        ];
+        Ok(Self {
+            inner,
+            tasks: Mutex::new(tasks),
         })
     }
 
-    pub(crate) async fn close(&self) {}
+    /// Stops the tasks (the log's stop token is cancelled already) and gives back the leases
+    /// this node still holds, so other nodes attempt those deliveries at once.
+    pub(crate) async fn close(&self) {
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock());
+        for t in tasks {
+            if tokio::time::timeout(CLOSE_WAIT, t).await.is_err() {
+                tracing::warn!("a webhook task did not stop in time");
+            }
+        }
+        let inner = &self.inner;
+        let held: Vec<(u64, Held)> = inner.held.lock().drain().collect();
+        if held.is_empty() || inner.shared.connected().is_err() {
+            return;
+        }
+        let release = futures::stream::iter(held).for_each_concurrent(
+            CONCURRENCY,
+            |(id, h)| async move {
+                let node = inner.node.clone();
+                let released = inner
+                    .update_state(&h.endpoint, id, |st| {
+                        let mine = st.leased_by(&node);
+                        if mine {
+                            st.lease = None;
+                        }
+                        mine
+                    })
+                    .await;
+                if let Err(e) = released {
+                    tracing::debug!(delivery = id, error = %e, "cannot release a webhook delivery lease; it runs out by itself");
+                }
+            },
+        );
+        // Bounded: shutting down must not wait on a NATS that stopped answering.
+        if tokio::time::timeout(REQUEST_TIMEOUT, release)
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                "releasing webhook delivery leases timed out; they run out by themselves"
+            );
+        }
+    }
+
+    /// Removes old finished deliveries and deliveries of deleted endpoints (at most every
+    /// [`SWEEP_EVERY`]; cheap otherwise).
+    pub(crate) async fn maintain(&self) -> Result<(), LogError> {
+        self.inner.sweep().await
+    }
+}
+
+/// Renews the leases of the deliveries this node holds, every third of the lease.
+async fn renew(inner: Arc<Inner>) {
+    let every = inner.lease / 3;
+    loop {
+        tokio::select! {
+            _ = inner.shared.stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let held: Vec<(u64, String)> = inner
+            .held
+            .lock()
+            .iter()
+            .filter(|(_, h)| h.since.elapsed() < MAX_HOLD)
+            .map(|(id, h)| (*id, h.endpoint.clone()))
+            .collect();
+        let inner = &inner;
+        futures::stream::iter(held)
+            .for_each_concurrent(CONCURRENCY, |(id, endpoint)| async move {
+                let until_ms = now_ms().saturating_add(millis(inner.lease));
+                let renewed = inner
+                    .update_state(&endpoint, id, |st| match &mut st.lease {
+                        Some(l) if l.node == inner.node => {
+                            l.until_ms = until_ms;
+                            true
+                        }
+                        _ => false,
+                    })
+                    .await;
+                if let Err(e) = renewed {
+                    tracing::debug!(delivery = id, error = %e, "cannot renew a webhook delivery lease");
+                }
+            })
+            .await;
+    }
+}
+
+impl Inner {
+    fn fail(&self, what: &str, e: impl std::fmt::Display) -> LogError {
+        self.shared.fail(what, e)
+    }
+
+    fn check_open(&self) -> Result<(), LogError> {
+        if self
+            .shared
+            .closed
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            Err(LogError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// An entry of the endpoints bucket.
+    fn apply_endpoint(&self, entry: &kv::Entry) {
+        match self.endpoints.apply(entry) {
+            Applied::Put(id) => self.signal.mark([id.as_str()]),
+            Applied::Removed(id) => {
+                self.forget(&id);
+                self.signal.wake();
+            }
+            Applied::Ignored => {}
+        }
+    }
+
+    /// An entry of the state bucket.
+    fn apply_state(&self, entry: &kv::Entry) {
+        let Some((endpoint, id)) = parse_key(&entry.key) else {
+            tracing::warn!(key = %entry.key, "ignoring a bad key in the delivery state bucket");
+            return;
+        };
+        match entry.operation {
+            Operation::Put => {
+                let Some(state) = State::decode(&entry.value) else {
+                    tracing::warn!(key = %entry.key, "ignoring a bad delivery state");
+                    return;
+                };
+                let attemptable = state.status == Status::Pending && state.lease.is_none();
+                let applied = self.mirror.lock().put(endpoint, id, entry.revision, state);
+                if applied && attemptable {
+                    self.signal.mark([endpoint]);
+                }
+            }
+            Operation::Delete | Operation::Purge => self.mirror.lock().remove(endpoint, id),
+        }
+    }
+
+    /// Drops what this node keeps about an endpoint's deliveries.
+    fn forget(&self, endpoint: &str) {
+        self.mirror.lock().drop_endpoint(endpoint);
+        self.held.lock().retain(|_, h| h.endpoint != endpoint);
+    }
+
+    /// Waits until this node's endpoint set holds every write the bucket had when asked.
+    pub(crate) async fn endpoints_current(&self, wait: Duration) -> Result<(), String> {
+        let last = self
+            .endpoints
+            .kv
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| format!("read the webhooks bucket: {e}"))?
+            .state
+            .last_sequence;
+        let deadline = Instant::now() + wait;
+        while self.endpoints.seen() < last {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the webhook endpoints watch lags (at {}, bucket at {last})",
+                    self.endpoints.seen()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    /// Stores new deliveries: bodies in the deliveries stream (in order, pipelined), then a
+    /// pending state each. `msg_id` (a `Nats-Msg-Id`) makes a redo store nothing new.
+    /// Returns the delivery ids.
+    pub(crate) async fn store(
+        &self,
+        news: Vec<(NewDelivery, Option<String>)>,
+    ) -> Result<Vec<u64>, LogError> {
+        let shared = &self.shared;
+        shared.connected()?;
+        let now = now_ms();
+        let max_payload = shared.client.server_info().max_payload;
+        let mut rows: Vec<(String, State)> = Vec::with_capacity(news.len());
+        let mut ids: Vec<u64> = Vec::with_capacity(news.len());
+        let mut news = news.into_iter().peekable();
+        while news.peek().is_some() {
+            let mut pending = Vec::with_capacity(PIPELINE);
+            for (d, msg_id) in news.by_ref().take(PIPELINE) {
+                let mut headers = HeaderMap::new();
+                if let Some(id) = &msg_id {
+                    headers.insert(codec::MSG_ID_HEADER, id.as_str());
+                }
+                let state = State::new(&d, now);
+                // Room for the headers; an event's body is rebuilt from the event instead.
+                let body = if d.event_id != 0 && d.body.len().saturating_add(1024) > max_payload {
+                    headers.insert(BODY_HEADER, BODY_FROM_EVENT);
+                    Bytes::new()
+                } else {
+                    Bytes::from(d.body)
+                };
+                let ack = shared
+                    .js
+                    .publish_with_headers(shared.subjects.deliveries(&d.endpoint), headers, body)
+                    .await
+                    .map_err(|e| self.fail("store a webhook delivery", e))?;
+                pending.push(ack);
+                rows.push((d.endpoint, state));
+            }
+            for ack in pending {
+                let ack = ack
+                    .await
+                    .map_err(|e| self.fail("store a webhook delivery", e))?;
+                ids.push(ack.sequence);
+            }
+        }
+        let work: Vec<(String, u64, State)> = rows
+            .iter()
+            .zip(&ids)
+            .map(|((endpoint, state), id)| (endpoint.clone(), *id, state.clone()))
+            .collect();
+        let created: Vec<Result<(), LogError>> =
+            futures::stream::iter(work)
+                .map(|(endpoint, id, state)| async move {
+                    self.create_state(&endpoint, id, &state).await
+                })
+                .buffer_unordered(PIPELINE)
+                .collect()
+                .await;
+        created.into_iter().collect::<Result<Vec<()>, _>>()?;
+        self.signal
+            .mark(rows.iter().map(|(endpoint, _)| endpoint.as_str()));
+        Ok(ids)
+    }
+
+    /// The state of a new delivery (nothing when an earlier try stored it).
+    async fn create_state(&self, endpoint: &str, id: u64, state: &State) -> Result<(), LogError> {
+        match self
+            .states
+            .update(key(endpoint, id), state.encode(), 0)
+            .await
+        {
+            Ok(revision) => {
+                self.mirror
+                    .lock()
+                    .put(endpoint, id, revision, state.clone());
+                Ok(())
+            }
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(()),
+            Err(e) => Err(self.fail("store a webhook delivery state", e)),
+        }
+    }
+
+    /// A delivery's state as stored now.
+    async fn read_state(&self, key: &str) -> Result<Option<Rec>, LogError> {
+        let entry = self
+            .states
+            .entry(key)
+            .await
+            .map_err(|e| self.fail("read a webhook delivery state", e))?;
+        Ok(entry
+            .filter(|e| e.operation == Operation::Put)
+            .and_then(|e| {
+                let state = State::decode(&e.value);
+                if state.is_none() {
+                    tracing::warn!(key, "ignoring a bad delivery state");
+                }
+                state.map(|state| Rec {
+                    revision: e.revision,
+                    state,
+                })
+            }))
+    }
+
+    /// Changes a delivery's state with compare-and-set, reading it again on a conflict.
+    /// `change` says whether to write at all; its answer counts only on a fresh read (the
+    /// mirror may lag). `Ok(None)`: no such delivery, or nothing to change.
+    async fn update_state(
+        &self,
+        endpoint: &str,
+        id: u64,
+        mut change: impl FnMut(&mut State) -> bool,
+    ) -> Result<Option<State>, LogError> {
+        let k = key(endpoint, id);
+        let mut known = self.mirror.lock().get(endpoint, id);
+        for _ in 0..CAS_ATTEMPTS {
+            let (rec, fresh) = match known.take() {
+                Some(r) => (r, false),
+                None => match self.read_state(&k).await? {
+                    Some(r) => (r, true),
+                    None => return Ok(None),
+                },
+            };
+            let mut state = rec.state.clone();
+            if !change(&mut state) {
+                if fresh {
+                    return Ok(None);
+                }
+                continue;
+            }
+            match self.states.update(&k, state.encode(), rec.revision).await {
+                Ok(revision) => {
+                    self.mirror
+                        .lock()
+                        .put(endpoint, id, revision, state.clone());
+                    return Ok(Some(state));
+                }
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {}
+                Err(e) => return Err(self.fail("update a webhook delivery", e)),
+            }
+        }
+        Err(LogError::Unavailable(format!(
+            "webhook delivery {id} keeps changing under this node; try again"
+        )))
+    }
+
+    /// A delivery's request body: from the deliveries stream, or rebuilt from its event when
+    /// it was too large to store. `None` when it is gone.
+    async fn body(
+        &self,
+        endpoint: &str,
+        id: u64,
+        event_id: u64,
+    ) -> Result<Option<String>, LogError> {
+        let m = match self.dlv.direct_get(id).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.fail("read a webhook delivery", e)),
+        };
+        if m.subject.as_str() != self.shared.subjects.deliveries(endpoint) {
+            return Ok(None);
+        }
+        if m.headers.get(BODY_HEADER).map(|v| v.as_str()) == Some(BODY_FROM_EVENT) {
+            return Ok(self
+                .shared
+                .get(event_id)
+                .await?
+                .map(|ev| NewDelivery::for_event(endpoint, &ev).body));
+        }
+        Ok(Some(String::from_utf8_lossy(&m.payload).into_owned()))
+    }
+
+    async fn read_attempts(&self, key: &str) -> Result<Vec<Attempt>, LogError> {
+        let value = self
+            .attempts
+            .get(key)
+            .await
+            .map_err(|e| self.fail("read webhook attempts", e))?;
+        Ok(value
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .unwrap_or_default())
+    }
+
+    /// Appends an attempt (once: a repeated call after a failure finds it there).
+    async fn append_attempt(&self, key: &str, attempt: &Attempt) -> Result<(), LogError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let entry = self
+                .attempts
+                .entry(key)
+                .await
+                .map_err(|e| self.fail("read webhook attempts", e))?;
+            let (revision, mut list): (u64, Vec<Attempt>) = match entry {
+                Some(e) if e.operation == Operation::Put => (
+                    e.revision,
+                    serde_json::from_slice(&e.value).unwrap_or_default(),
+                ),
+                Some(e) => (e.revision, Vec::new()),
+                None => (0, Vec::new()),
+            };
+            if list.last() == Some(attempt) {
+                return Ok(());
+            }
+            list.push(attempt.clone());
+            if list.len() > MAX_ATTEMPTS_KEPT {
+                list.drain(..list.len() - MAX_ATTEMPTS_KEPT);
+            }
+            let value = serde_json::to_vec(&list)
+                .map_err(|e| LogError::Storage(format!("cannot encode attempts: {e}")))?;
+            match self
+                .attempts
+                .update(key, Bytes::from(value), revision)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {}
+                Err(e) => return Err(self.fail("store a webhook attempt", e)),
+            }
+        }
+        Err(LogError::Unavailable(format!(
+            "attempts of {key} keep changing under this node; try again"
+        )))
+    }
+
+    /// Claims one candidate of `due` (compare-and-set on the revision it was seen at) and
+    /// reads its body. `Ok(None)`: another node was faster, or the body is gone (then the
+    /// delivery is failed here).
+    async fn claim(
+        &self,
+        endpoint: &str,
+        id: u64,
+        rec: Rec,
+        now: i64,
+    ) -> Result<Option<Delivery>, LogError> {
+        let mut state = rec.state;
+        state.lease = Some(Lease {
+            node: self.node.clone(),
+            until_ms: now_ms().max(now).saturating_add(millis(self.lease)),
+        });
+        match self
+            .states
+            .update(key(endpoint, id), state.encode(), rec.revision)
+            .await
+        {
+            Ok(revision) => {
+                self.mirror
+                    .lock()
+                    .put(endpoint, id, revision, state.clone());
+                self.held.lock().insert(
+                    id,
+                    Held {
+                        endpoint: endpoint.to_owned(),
+                        since: Instant::now(),
+                    },
+                );
+            }
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => return Ok(None),
+            Err(e) => return Err(self.fail("claim a webhook delivery", e)),
+        }
+        match self.body(endpoint, id, state.event_id).await {
+            Ok(Some(body)) => Ok(Some(state.delivery(id, endpoint, body))),
+            Ok(None) => {
+                tracing::warn!(
+                    endpoint,
+                    delivery = id,
+                    "webhook delivery body is gone; failing it"
+                );
+                let gone = Outcome {
+                    delivery: id,
+                    attempt: Attempt {
+                        at_ms: now_ms(),
+                        status_code: None,
+                        duration_ms: 0,
+                        error: Some(
+                            "not attempted: the delivery's body (or its event) was removed".into(),
+                        ),
+                        response_body: String::new(),
+                    },
+                    next: herald_core::webhook::Next::Failed,
+                };
+                self.record_one(endpoint, &gone).await?;
+                Ok(None)
+            }
+            Err(e) => {
+                // Give it back so another try (here or elsewhere) does not wait for the lease.
+                let node = self.node.clone();
+                let _ = self
+                    .update_state(endpoint, id, |st| {
+                        let mine = st.leased_by(&node);
+                        if mine {
+                            st.lease = None;
+                        }
+                        mine
+                    })
+                    .await;
+                self.held.lock().remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Records one outcome of a delivery this node holds.
+    async fn record_one(&self, endpoint: &str, o: &Outcome) -> Result<(), LogError> {
+        let id = o.delivery;
+        self.append_attempt(&key(endpoint, id), &o.attempt).await?;
+        self.update_state(endpoint, id, |st| {
+            st.apply(o);
+            true
+        })
+        .await?;
+        self.held.lock().remove(&id);
+        Ok(())
+    }
+
+    async fn due_inner(
+        &self,
+        endpoint: &str,
+        now: i64,
+        limit: usize,
+        skip: &HashSet<u64>,
+    ) -> Result<Due, LogError> {
+        self.check_open()?;
+        let mut out: Vec<Delivery> = Vec::new();
+        // Claimed, lost to another node, or failed: not candidates again in this call.
+        let mut excluded: HashSet<u64> = HashSet::new();
+        let mut failure: Option<LogError> = None;
+        let mut next: Option<i64>;
+        loop {
+            let wanted = limit - out.len();
+            let (due_now, after) = self.mirror.lock().due(
+                endpoint,
+                &self.node,
+                now,
+                skip,
+                &excluded,
+                if failure.is_none() { wanted } else { 0 },
+            );
+            next = after;
+            if due_now.is_empty() {
+                break;
+            }
+            excluded.extend(due_now.iter().map(|(id, _)| *id));
+            let claimed: Vec<Result<Option<Delivery>, LogError>> = futures::stream::iter(due_now)
+                .map(|(id, rec)| self.claim(endpoint, id, rec, now))
+                .buffered(CONCURRENCY)
+                .collect()
+                .await;
+            for c in claimed {
+                match c {
+                    Ok(Some(d)) => out.push(d),
+                    Ok(None) => {}
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                    }
+                }
+            }
+            if out.len() >= limit {
+                // What is left, for the next due time.
+                next = self
+                    .mirror
+                    .lock()
+                    .due(endpoint, &self.node, now, skip, &excluded, 0)
+                    .1;
+                break;
+            }
+        }
+        if let Some(e) = failure
+            && out.is_empty()
+        {
+            return Err(e);
+        }
+        let next = next.map(|t| t.max(now));
+        Ok((out, next))
+    }
+
+    async fn record_all(&self, outcomes: Vec<Outcome>) -> Result<(), LogError> {
+        self.check_open()?;
+        let work: Vec<(String, Outcome)> = {
+            let held = self.held.lock();
+            outcomes
+                .into_iter()
+                .filter_map(|o| match held.get(&o.delivery) {
+                    Some(h) => Some((h.endpoint.clone(), o)),
+                    None => {
+                        // Recorded already (a repeated call), or its endpoint was deleted.
+                        tracing::debug!(
+                            delivery = o.delivery,
+                            "no claim held on a recorded webhook delivery"
+                        );
+                        None
+                    }
+                })
+                .collect()
+        };
+        let results: Vec<Result<(), LogError>> = futures::stream::iter(work)
+            .map(|(endpoint, o)| async move { self.record_one(&endpoint, &o).await })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    async fn list_deliveries(
+        &self,
+        endpoint: &str,
+        status: Option<Status>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, LogError> {
+        let page = self.mirror.lock().page(endpoint, status, after, limit);
+        futures::stream::iter(page)
+            .map(|(id, state)| async move {
+                let k = key(endpoint, id);
+                let body = self
+                    .body(endpoint, id, state.event_id)
+                    .await?
+                    .unwrap_or_default();
+                let attempts = if state.attempts > 0 {
+                    self.read_attempts(&k).await?
+                } else {
+                    Vec::new()
+                };
+                Ok(DeliveryRecord {
+                    delivery: state.delivery(id, endpoint, body),
+                    attempts,
+                })
+            })
+            .buffered(CONCURRENCY)
+            .try_collect()
+            .await
+    }
+
+    async fn retry_some(
+        &self,
+        endpoint: &str,
+        delivery: Option<u64>,
+        since_ms: i64,
+    ) -> Result<u64, LogError> {
+        self.check_open()?;
+        let now = now_ms();
+        let ids = match delivery {
+            Some(id) => vec![id],
+            None => self.mirror.lock().failed_since(endpoint, since_ms),
+        };
+        let done: Vec<Result<bool, LogError>> = futures::stream::iter(ids)
+            .map(|id| async move {
+                let changed = self
+                    .update_state(endpoint, id, |st| {
+                        let hit = delivery.is_some()
+                            || (st.status == Status::Failed && st.created_ms >= since_ms);
+                        if hit {
+                            st.retry_now(now);
+                        }
+                        hit
+                    })
+                    .await?;
+                Ok(changed.is_some())
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut n = 0u64;
+        for d in done {
+            if d? {
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.signal.mark([endpoint]);
+        }
+        Ok(n)
+    }
+
+    fn stats(&self) -> Vec<QueueStats> {
+        let set = &self.endpoints.set;
+        self.mirror
+            .lock()
+            .stats(|e| set.get(e).is_some())
+            .into_iter()
+            .map(|(endpoint, pending, oldest_due_ms)| QueueStats {
+                endpoint,
+                pending,
+                oldest_due_ms,
+            })
+            .collect()
+    }
+
+    /// Removes every delivery of an endpoint from JetStream (best effort: what is left is an
+    /// orphan a later sweep removes).
+    async fn purge_endpoint(&self, endpoint: &str) {
+        let purges = [
+            (
+                &self.states.stream,
+                format!("{}{endpoint}.>", self.states.prefix),
+            ),
+            (
+                &self.attempts.stream,
+                format!("{}{endpoint}.>", self.attempts.prefix),
+            ),
+            (&self.dlv, self.shared.subjects.deliveries(endpoint)),
+        ];
+        for (stream, filter) in purges {
+            if let Err(e) = stream.purge().filter(filter.as_str()).await {
+                tracing::warn!(endpoint, filter = %filter, error = %e, "cannot remove webhook deliveries");
+            }
+        }
+    }
+
+    async fn sweep(&self) -> Result<(), LogError> {
+        {
+            let mut last = self.last_sweep.lock();
+            if last.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        let now = now_ms();
+        let known: HashSet<String> = self
+            .endpoints
+            .set
+            .list()
+            .iter()
+            .map(|c| c.endpoint.id.clone())
+            .collect();
+        let (old, orphans) = {
+            let mirror = self.mirror.lock();
+            (
+                mirror.finished_before(now.saturating_sub(millis(FINISHED_KEPT)), SWEEP_MAX),
+                mirror.orphans(|e| known.contains(e), now.saturating_sub(ORPHAN_AFTER_MS)),
+            )
+        };
+        for endpoint in orphans {
+            tracing::info!(endpoint = %endpoint, "removing deliveries of a deleted webhook endpoint");
+            self.purge_endpoint(&endpoint).await;
+            self.forget(&endpoint);
+        }
+        if old.is_empty() {
+            return Ok(());
+        }
+        let removed: Vec<Result<(), LogError>> = futures::stream::iter(old)
+            .map(|(endpoint, id)| async move {
+                let k = key(&endpoint, id);
+                for (stream, prefix) in [
+                    (&self.states.stream, &self.states.prefix),
+                    (&self.attempts.stream, &self.attempts.prefix),
+                ] {
+                    stream
+                        .purge()
+                        .filter(format!("{prefix}{k}"))
+                        .await
+                        .map_err(|e| self.fail("remove an old webhook delivery", e))?;
+                }
+                if let Err(e) = self.dlv.delete_message(id).await {
+                    tracing::debug!(delivery = id, error = %e, "cannot remove an old webhook delivery body");
+                }
+                self.mirror.lock().remove(&endpoint, id);
+                Ok(())
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        removed.into_iter().collect()
+    }
 }
 
 impl Webhooks for NatsWebhooks {
-    fn create(&self, _endpoint: Endpoint) -> BoxFuture<'_, Result<Endpoint, LogError>> {
-        not_yet()
+    fn create(&self, endpoint: Endpoint) -> BoxFuture<'_, Result<Endpoint, LogError>> {
+        async move {
+            let inner = &self.inner;
+            inner.check_open()?;
+            let stored = inner.endpoints.create(&inner.shared, endpoint).await?;
+            inner.signal.wake();
+            Ok(stored)
+        }
+        .boxed()
     }
 
     fn modify(
         &self,
-        _id: &str,
-        _change: EndpointChange,
+        id: &str,
+        change: EndpointChange,
     ) -> BoxFuture<'_, Result<Option<Endpoint>, LogError>> {
-        not_yet()
+        let id = id.to_owned();
+        async move {
+            let inner = &self.inner;
+            inner.check_open()?;
+            let out = inner.endpoints.modify(&inner.shared, &id, change).await?;
+            inner.signal.mark([id.as_str()]);
+            Ok(out)
+        }
+        .boxed()
     }
 
-    fn delete(&self, _id: &str) -> BoxFuture<'_, Result<bool, LogError>> {
-        not_yet()
+    fn delete(&self, id: &str) -> BoxFuture<'_, Result<bool, LogError>> {
+        let id = id.to_owned();
+        async move {
+            let inner = &self.inner;
+            inner.check_open()?;
+            let existed = inner.endpoints.delete(&inner.shared, &id).await?;
+            if existed {
+                inner.purge_endpoint(&id).await;
+            }
+            inner.forget(&id);
+            Ok(existed)
+        }
+        .boxed()
     }
 
     fn get(&self, id: &str) -> Option<Endpoint> {
-        self.endpoints.get(id).map(|c| c.endpoint.clone())
+        self.inner.endpoints.set.get(id).map(|c| c.endpoint.clone())
     }
 
     fn list(&self) -> Vec<Endpoint> {
-        self.endpoints
+        self.inner
+            .endpoints
+            .set
             .list()
             .into_iter()
             .map(|c| c.endpoint.clone())
             .collect()
     }
 
-    fn enqueue(&self, _deliveries: Vec<NewDelivery>) -> BoxFuture<'_, Result<Vec<u64>, LogError>> {
-        not_yet()
+    fn enqueue(&self, deliveries: Vec<NewDelivery>) -> BoxFuture<'_, Result<Vec<u64>, LogError>> {
+        async move {
+            let inner = &self.inner;
+            inner.check_open()?;
+            for d in &deliveries {
+                check_id(&d.endpoint)?;
+            }
+            inner
+                .store(deliveries.into_iter().map(|d| (d, None)).collect())
+                .await
+        }
+        .boxed()
     }
 
     fn due<'a>(
         &'a self,
-        _endpoint: &'a str,
-        _now_ms: i64,
-        _limit: usize,
-        _skip: &'a HashSet<u64>,
+        endpoint: &'a str,
+        now_ms: i64,
+        limit: usize,
+        skip: &'a HashSet<u64>,
     ) -> BoxFuture<'a, Result<Due, LogError>> {
-        futures::future::ready(Ok((Vec::new(), None))).boxed()
+        self.inner.due_inner(endpoint, now_ms, limit, skip).boxed()
     }
 
-    fn record(&self, _outcomes: Vec<Outcome>) -> BoxFuture<'_, Result<(), LogError>> {
-        not_yet()
+    fn record(&self, outcomes: Vec<Outcome>) -> BoxFuture<'_, Result<(), LogError>> {
+        self.inner.record_all(outcomes).boxed()
     }
 
     fn deliveries<'a>(
         &'a self,
-        _endpoint: &'a str,
-        _status: Option<Status>,
-        _after: u64,
-        _limit: usize,
+        endpoint: &'a str,
+        status: Option<Status>,
+        after: u64,
+        limit: usize,
     ) -> BoxFuture<'a, Result<Vec<DeliveryRecord>, LogError>> {
-        futures::future::ready(Ok(Vec::new())).boxed()
+        self.inner
+            .list_deliveries(endpoint, status, after, limit)
+            .boxed()
     }
 
     fn retry(
         &self,
-        _endpoint: &str,
-        _delivery: Option<u64>,
-        _since_ms: i64,
+        endpoint: &str,
+        delivery: Option<u64>,
+        since_ms: i64,
     ) -> BoxFuture<'_, Result<u64, LogError>> {
-        not_yet()
+        let endpoint = endpoint.to_owned();
+        async move { self.inner.retry_some(&endpoint, delivery, since_ms).await }.boxed()
     }
 
     fn queue_stats(&self) -> BoxFuture<'_, Result<Vec<QueueStats>, LogError>> {
-        futures::future::ready(Ok(Vec::new())).boxed()
+        futures::future::ready(Ok(self.inner.stats())).boxed()
     }
 
     fn signal(&self) -> Arc<Signal> {
-        self.signal.clone()
+        self.inner.signal.clone()
     }
 }

@@ -316,16 +316,6 @@ async fn bad_options_and_unreachable_server_are_errors() {
     );
 }
 
-#[tokio::test]
-async fn webhooks_are_a_documented_partial() {
-    let server = NatsServer::start();
-    let log = open(&server, "T9").await;
-    let wh = log.webhooks();
-    assert!(wh.list().is_empty());
-    let r = wh.retry("wh_x", None, 0).await;
-    assert!(matches!(r, Err(LogError::Unavailable(_))));
-}
-
 /// A batch larger than the publish pipeline keeps its order, and every event reaches the sink.
 #[tokio::test]
 async fn large_batch_keeps_order() {

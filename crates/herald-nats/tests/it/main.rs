@@ -4,3 +4,4 @@ mod cluster;
 mod contract;
 mod restart;
 mod support;
+mod webhooks;

@@ -458,8 +458,6 @@ async fn without_a_quorum_nothing_is_acknowledged_until_it_is_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "herald-nats hands the whole comma-separated list to async-nats as one URL, \
-            which fails with \"invalid port number\""]
 async fn a_node_takes_every_server_url_comma_separated() {
     let cluster = NatsCluster::spawn().await;
     let n = node(&cluster.urls()).await;

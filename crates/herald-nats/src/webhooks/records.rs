@@ -1,0 +1,460 @@
+//! Delivery state: the small, changing part of a delivery, stored as JSON in the KV bucket
+//! `<stream>_dlvstate` under `<endpoint id>.<delivery id>`, and [`Mirror`], every node's copy
+//! of that bucket in memory.
+//!
+//! The request body never changes and lives in the deliveries stream (its sequence is the
+//! delivery id); attempts live in `<stream>_attempts`. Keeping the state small keeps the
+//! watch that every node runs over it cheap, and the mirror too.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use bytes::Bytes;
+use herald_core::webhook::{Delivery, NewDelivery, Next, Outcome, Status};
+use serde::{Deserialize, Serialize};
+
+/// A node's claim on a delivery: it alone attempts it until `until_ms` (renewed while the
+/// attempt runs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Lease {
+    /// The claiming node (random per opened log).
+    pub(crate) node: String,
+    /// Ms since the epoch, the claiming node's clock.
+    pub(crate) until_ms: i64,
+}
+
+/// Everything about a delivery except its body and its attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct State {
+    pub(crate) event_id: u64,
+    pub(crate) msg_id: String,
+    pub(crate) event_type: String,
+    pub(crate) status: Status,
+    pub(crate) attempts: u32,
+    pub(crate) next_at_ms: i64,
+    #[serde(default)]
+    pub(crate) last_chance: bool,
+    pub(crate) created_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) lease: Option<Lease>,
+}
+
+impl State {
+    /// A new delivery, due at `now_ms`.
+    pub(crate) fn new(d: &NewDelivery, now_ms: i64) -> Self {
+        Self {
+            event_id: d.event_id,
+            msg_id: d.msg_id.clone(),
+            event_type: d.event_type.clone(),
+            status: Status::Pending,
+            attempts: 0,
+            next_at_ms: now_ms,
+            last_chance: false,
+            created_ms: now_ms,
+            lease: None,
+        }
+    }
+
+    /// When `node` may attempt it (pending ones): its next attempt, or later while another
+    /// node's lease runs. An expired lease is no obstacle (its node died or lost NATS).
+    pub(crate) fn available_at(&self, node: &str, now_ms: i64) -> i64 {
+        match &self.lease {
+            Some(l) if l.node != node && l.until_ms > now_ms => self.next_at_ms.max(l.until_ms),
+            _ => self.next_at_ms,
+        }
+    }
+
+    /// Whether `node` holds the lease.
+    pub(crate) fn leased_by(&self, node: &str) -> bool {
+        self.lease.as_ref().is_some_and(|l| l.node == node)
+    }
+
+    /// An attempt's outcome (the transitions of [`herald_core::webhook::apply_outcome`] and
+    /// the SQL stores); the lease ends with it.
+    pub(crate) fn apply(&mut self, o: &Outcome) {
+        self.attempts = self.attempts.saturating_add(1);
+        match o.next {
+            Next::Succeeded => {
+                self.status = Status::Succeeded;
+                self.next_at_ms = o.attempt.at_ms;
+            }
+            Next::Failed => {
+                self.status = Status::Failed;
+                self.next_at_ms = o.attempt.at_ms;
+            }
+            Next::RetryAt(t) => {
+                self.status = Status::Pending;
+                self.next_at_ms = t;
+            }
+        }
+        self.last_chance = false;
+        self.lease = None;
+    }
+
+    /// A manual retry ([`herald_core::webhook::retry_now`]): due now; a finished delivery gets
+    /// one last attempt. A lease stays (an attempt in progress records over it).
+    pub(crate) fn retry_now(&mut self, now_ms: i64) {
+        if self.status != Status::Pending {
+            self.last_chance = true;
+        }
+        self.status = Status::Pending;
+        self.next_at_ms = now_ms;
+    }
+
+    /// The delivery as the dispatcher and the API see it.
+    pub(crate) fn delivery(&self, id: u64, endpoint: &str, body: String) -> Delivery {
+        Delivery {
+            id,
+            endpoint: endpoint.to_owned(),
+            event_id: self.event_id,
+            msg_id: self.msg_id.clone(),
+            event_type: self.event_type.clone(),
+            body,
+            status: self.status,
+            attempts: self.attempts,
+            next_at_ms: self.next_at_ms,
+            last_chance: self.last_chance,
+            created_ms: self.created_ms,
+        }
+    }
+
+    pub(crate) fn encode(&self) -> Bytes {
+        // A struct of strings and numbers always serializes.
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub(crate) fn decode(value: &[u8]) -> Option<Self> {
+        serde_json::from_slice(value).ok()
+    }
+}
+
+/// `<endpoint>.<id>`: the key of a delivery in the state and attempts buckets.
+pub(crate) fn key(endpoint: &str, id: u64) -> String {
+    format!("{endpoint}.{id}")
+}
+
+/// The endpoint and delivery id of a key.
+pub(crate) fn parse_key(key: &str) -> Option<(&str, u64)> {
+    let (endpoint, id) = key.rsplit_once('.')?;
+    let id = id.parse().ok()?;
+    (!endpoint.is_empty()).then_some((endpoint, id))
+}
+
+/// One delivery's state at a revision of the bucket.
+#[derive(Debug, Clone)]
+pub(crate) struct Rec {
+    pub(crate) revision: u64,
+    pub(crate) state: State,
+}
+
+#[derive(Debug, Default)]
+struct Recs {
+    all: BTreeMap<u64, Rec>,
+    /// Ids of the pending ones (due work is looked up among these only).
+    pending: BTreeSet<u64>,
+}
+
+/// Pending work of one endpoint: how many, and the earliest next attempt.
+pub(crate) type Stats = (String, u64, Option<i64>);
+
+/// This node's copy of the state bucket, by endpoint and id.
+#[derive(Debug, Default)]
+pub(crate) struct Mirror {
+    endpoints: HashMap<String, Recs>,
+}
+
+impl Mirror {
+    /// Takes a state at a revision unless a newer one is known; whether it did.
+    pub(crate) fn put(&mut self, endpoint: &str, id: u64, revision: u64, state: State) -> bool {
+        if !self.endpoints.contains_key(endpoint) {
+            self.endpoints.insert(endpoint.to_owned(), Recs::default());
+        }
+        let Some(recs) = self.endpoints.get_mut(endpoint) else {
+            return false;
+        };
+        if recs.all.get(&id).is_some_and(|r| r.revision >= revision) {
+            return false;
+        }
+        if state.status == Status::Pending {
+            recs.pending.insert(id);
+        } else {
+            recs.pending.remove(&id);
+        }
+        recs.all.insert(id, Rec { revision, state });
+        true
+    }
+
+    pub(crate) fn remove(&mut self, endpoint: &str, id: u64) {
+        if let Some(recs) = self.endpoints.get_mut(endpoint) {
+            recs.all.remove(&id);
+            recs.pending.remove(&id);
+            if recs.all.is_empty() {
+                self.endpoints.remove(endpoint);
+            }
+        }
+    }
+
+    pub(crate) fn drop_endpoint(&mut self, endpoint: &str) {
+        self.endpoints.remove(endpoint);
+    }
+
+    pub(crate) fn get(&self, endpoint: &str, id: u64) -> Option<Rec> {
+        self.endpoints.get(endpoint)?.all.get(&id).cloned()
+    }
+
+    /// Up to `wanted` pending deliveries of an endpoint that `node` may attempt at `now_ms`,
+    /// leaving out `skip` and `excluded`, by when they became attemptable (then id); and
+    /// when the next of the others may be attempted. Only the chosen ones are copied, so a
+    /// long backlog costs a pass over its ids, not over its states.
+    pub(crate) fn due(
+        &self,
+        endpoint: &str,
+        node: &str,
+        now_ms: i64,
+        skip: &HashSet<u64>,
+        excluded: &HashSet<u64>,
+        wanted: usize,
+    ) -> (Vec<(u64, Rec)>, Option<i64>) {
+        let Some(recs) = self.endpoints.get(endpoint) else {
+            return (Vec::new(), None);
+        };
+        let mut open: Vec<(i64, u64)> = recs
+            .pending
+            .iter()
+            .filter(|id| !skip.contains(id) && !excluded.contains(id))
+            .filter_map(|id| {
+                recs.all
+                    .get(id)
+                    .map(|r| (r.state.available_at(node, now_ms), *id))
+            })
+            .collect();
+        let k = wanted.min(open.len());
+        if k > 0 && k < open.len() {
+            open.select_nth_unstable(k - 1);
+        }
+        let (head, tail) = open.split_at_mut(k);
+        head.sort_unstable();
+        let mut chosen = Vec::with_capacity(k);
+        let mut next: Option<i64> = None;
+        for &(at, id) in head.iter() {
+            match recs.all.get(&id) {
+                Some(r) if at <= now_ms => chosen.push((id, r.clone())),
+                _ => next = Some(next.map_or(at, |n| n.min(at))),
+            }
+        }
+        if let Some(&(at, _)) = tail.iter().min() {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        (chosen, next)
+    }
+
+    /// Up to `limit` deliveries of an endpoint with id > `after`, optionally of one status.
+    pub(crate) fn page(
+        &self,
+        endpoint: &str,
+        status: Option<Status>,
+        after: u64,
+        limit: usize,
+    ) -> Vec<(u64, State)> {
+        let Some(recs) = self.endpoints.get(endpoint) else {
+            return Vec::new();
+        };
+        recs.all
+            .range(after.saturating_add(1)..)
+            .filter(|(_, r)| status.is_none_or(|s| r.state.status == s))
+            .take(limit)
+            .map(|(id, r)| (*id, r.state.clone()))
+            .collect()
+    }
+
+    /// Failed deliveries of an endpoint created at or after `since_ms`.
+    pub(crate) fn failed_since(&self, endpoint: &str, since_ms: i64) -> Vec<u64> {
+        let Some(recs) = self.endpoints.get(endpoint) else {
+            return Vec::new();
+        };
+        recs.all
+            .iter()
+            .filter(|(_, r)| r.state.status == Status::Failed && r.state.created_ms >= since_ms)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Pending work per endpoint, for the endpoints `wanted` says yes to, by endpoint id.
+    pub(crate) fn stats(&self, wanted: impl Fn(&str) -> bool) -> Vec<Stats> {
+        let mut out: Vec<Stats> = self
+            .endpoints
+            .iter()
+            .filter(|(e, r)| !r.pending.is_empty() && wanted(e))
+            .map(|(e, r)| {
+                let oldest = r
+                    .pending
+                    .iter()
+                    .filter_map(|id| r.all.get(id))
+                    .map(|r| r.state.next_at_ms)
+                    .min();
+                (e.clone(), r.pending.len() as u64, oldest)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Finished deliveries created before `cutoff_ms` (at most `limit`).
+    pub(crate) fn finished_before(&self, cutoff_ms: i64, limit: usize) -> Vec<(String, u64)> {
+        self.endpoints
+            .iter()
+            .flat_map(|(e, r)| {
+                r.all
+                    .iter()
+                    .filter(|(_, r)| r.state.status != Status::Pending)
+                    .filter(move |(_, r)| r.state.created_ms < cutoff_ms)
+                    .map(move |(id, _)| (e.clone(), *id))
+            })
+            .take(limit)
+            .collect()
+    }
+
+    /// Endpoints with deliveries that `known` does not know, whose newest delivery was created
+    /// before `cutoff_ms` (left by a delete racing an outbox).
+    pub(crate) fn orphans(&self, known: impl Fn(&str) -> bool, cutoff_ms: i64) -> Vec<String> {
+        self.endpoints
+            .iter()
+            .filter(|(e, _)| !known(e))
+            .filter(|(_, r)| {
+                r.all
+                    .values()
+                    .map(|r| r.state.created_ms)
+                    .max()
+                    .is_none_or(|t| t < cutoff_ms)
+            })
+            .map(|(e, _)| e.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_core::webhook::Attempt;
+
+    use super::*;
+
+    fn state(created: i64) -> State {
+        State {
+            event_id: 7,
+            msg_id: "msg_7".into(),
+            event_type: "message".into(),
+            status: Status::Pending,
+            attempts: 0,
+            next_at_ms: created,
+            last_chance: false,
+            created_ms: created,
+            lease: None,
+        }
+    }
+
+    fn outcome(next: Next) -> Outcome {
+        Outcome {
+            delivery: 1,
+            attempt: Attempt {
+                at_ms: 50,
+                status_code: Some(500),
+                duration_ms: 3,
+                error: None,
+                response_body: String::new(),
+            },
+            next,
+        }
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        assert_eq!(key("wh_1", 42), "wh_1.42");
+        assert_eq!(parse_key("wh_1.42"), Some(("wh_1", 42)));
+        assert_eq!(parse_key("wh_1"), None);
+        assert_eq!(parse_key(".4"), None);
+        assert_eq!(parse_key("wh_1.x"), None);
+    }
+
+    #[test]
+    fn leases_delay_other_nodes_until_they_expire() {
+        let mut s = state(10);
+        assert_eq!(s.available_at("a", 10), 10);
+        s.lease = Some(Lease {
+            node: "a".into(),
+            until_ms: 100,
+        });
+        assert_eq!(s.available_at("a", 20), 10);
+        assert_eq!(s.available_at("b", 20), 100);
+        assert_eq!(s.available_at("b", 100), 10, "expired");
+        assert!(s.leased_by("a") && !s.leased_by("b"));
+    }
+
+    #[test]
+    fn outcomes_and_retries_move_the_state() {
+        let mut s = state(10);
+        s.lease = Some(Lease {
+            node: "a".into(),
+            until_ms: 100,
+        });
+        s.apply(&outcome(Next::RetryAt(80)));
+        assert_eq!(
+            (s.status, s.attempts, s.next_at_ms),
+            (Status::Pending, 1, 80)
+        );
+        assert_eq!(s.lease, None);
+        s.apply(&outcome(Next::Failed));
+        assert_eq!(
+            (s.status, s.attempts, s.next_at_ms),
+            (Status::Failed, 2, 50)
+        );
+        s.retry_now(90);
+        assert_eq!(
+            (s.status, s.next_at_ms, s.last_chance),
+            (Status::Pending, 90, true)
+        );
+        s.apply(&outcome(Next::Succeeded));
+        assert_eq!((s.status, s.last_chance), (Status::Succeeded, false));
+        let back = State::decode(&s.encode()).unwrap();
+        assert_eq!(back, s);
+        assert!(State::decode(b"{").is_none());
+    }
+
+    #[test]
+    fn the_mirror_keeps_the_newest_revision_and_indexes_pending_work() {
+        let mut m = Mirror::default();
+        assert!(m.put("e", 1, 5, state(10)));
+        assert!(!m.put("e", 1, 4, state(99)), "older revision");
+        assert_eq!(m.get("e", 1).unwrap().state.created_ms, 10);
+        let mut done = state(20);
+        done.status = Status::Failed;
+        assert!(m.put("e", 2, 6, done));
+        assert!(m.put("e", 3, 7, state(5)));
+        let none = HashSet::new();
+        let (c, next) = m.due("e", "n", 10, &none, &none, 10);
+        assert_eq!(c.iter().map(|c| c.0).collect::<Vec<_>>(), [3, 1]);
+        assert_eq!(next, None);
+        let (c, next) = m.due("e", "n", 10, &none, &none, 1);
+        assert_eq!(c.iter().map(|c| c.0).collect::<Vec<_>>(), [3]);
+        assert_eq!(next, Some(10), "the one left is due too");
+        let (c, next) = m.due("e", "n", 7, &none, &none, 10);
+        assert_eq!(c.iter().map(|c| c.0).collect::<Vec<_>>(), [3]);
+        assert_eq!(next, Some(10), "not due yet");
+        let skip: HashSet<u64> = [3].into();
+        assert_eq!(m.due("e", "n", 10, &skip, &none, 10).0.len(), 1);
+        let (c, next) = m.due("e", "n", 10, &none, &skip, 0);
+        assert!(c.is_empty());
+        assert_eq!(next, Some(10));
+        assert_eq!(m.stats(|_| true), vec![("e".to_owned(), 2, Some(5))]);
+        assert!(m.stats(|_| false).is_empty());
+        assert_eq!(m.page("e", None, 1, 10).len(), 2);
+        assert_eq!(m.page("e", Some(Status::Failed), 0, 10)[0].0, 2);
+        assert_eq!(m.failed_since("e", 20), vec![2]);
+        assert!(m.failed_since("e", 21).is_empty());
+        assert_eq!(m.finished_before(21, 10), vec![("e".to_owned(), 2)]);
+        assert_eq!(m.orphans(|_| false, 100), vec!["e".to_owned()]);
+        assert!(m.orphans(|_| false, 20).is_empty(), "too young");
+        m.remove("e", 2);
+        assert!(m.get("e", 2).is_none());
+        m.drop_endpoint("e");
+        assert!(m.get("e", 1).is_none());
+    }
+}
