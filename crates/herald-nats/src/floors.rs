@@ -44,24 +44,27 @@ pub(crate) async fn bucket(
     description: &str,
     replicas: usize,
 ) -> Result<kv::Store, NatsError> {
-    js.create_or_update_stream(stream::Config {
-        name: format!("KV_{name}"),
-        description: Some(description.into()),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        storage: StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        num_replicas: replicas,
-        discard: DiscardPolicy::New,
-        ..Default::default()
+    crate::log::retry_race(|| async {
+        js.create_or_update_stream(stream::Config {
+            name: format!("KV_{name}"),
+            description: Some(description.into()),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            storage: StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            num_replicas: replicas,
+            discard: DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| NatsError::js("create or update a KV bucket", e))?;
+        js.get_key_value(name)
+            .await
+            .map_err(|e| NatsError::js("open a KV bucket", e))
     })
     .await
-    .map_err(|e| NatsError::js("create or update a KV bucket", e))?;
-    js.get_key_value(name)
-        .await
-        .map_err(|e| NatsError::js("open a KV bucket", e))
 }
 
 fn apply(table: &mut TopicTable, key: &str, value: &[u8]) {

@@ -213,6 +213,27 @@ impl fmt::Debug for JetStreamLog {
     }
 }
 
+/// Runs a create-or-open step again when it fails: nodes starting together race to create the
+/// same streams, buckets and consumers, and the loser of such a race gets an error although
+/// the thing now exists. A few tries with a short pause, then the last error.
+pub(crate) async fn retry_race<T, E, F, Fut>(mut step: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut tries = 0u64;
+    loop {
+        match step().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tries >= 5 => return Err(e),
+            Err(_) => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 * tries)).await;
+            }
+        }
+    }
+}
+
 async fn connect(opts: &NatsOptions) -> Result<Client, NatsError> {
     let mut co = ConnectOptions::new()
         .name("herald")
@@ -373,7 +394,7 @@ impl JetStreamLog {
             .max_ack_inflight(MAX_ACKS_IN_FLIGHT)
             .backpressure_on_inflight(false)
             .build(client.clone());
-        js.create_or_update_stream(stream_config(&opts, &log_opts, &subjects))
+        retry_race(|| js.create_or_update_stream(stream_config(&opts, &log_opts, &subjects)))
             .await
             .map_err(|e| NatsError::js("create or update the events stream", e))?;
         let stream = js

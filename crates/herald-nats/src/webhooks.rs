@@ -288,19 +288,21 @@ impl NatsWebhooks {
             opts.replicas,
         )
         .await?;
-        js.create_or_update_stream(stream::Config {
-            name: name("DLV"),
-            description: Some(
-                "Herald webhook deliveries: request bodies (the sequence is the delivery id)"
-                    .into(),
-            ),
-            subjects: vec![shared.subjects.all_deliveries()],
-            storage: StorageType::File,
-            num_replicas: opts.replicas,
-            discard: DiscardPolicy::Old,
-            duplicate_window: dedupe_window(opts.webhook_lease),
-            allow_direct: true,
-            ..Default::default()
+        crate::log::retry_race(|| {
+            js.create_or_update_stream(stream::Config {
+                name: name("DLV"),
+                description: Some(
+                    "Herald webhook deliveries: request bodies (the sequence is the delivery id)"
+                        .into(),
+                ),
+                subjects: vec![shared.subjects.all_deliveries()],
+                storage: StorageType::File,
+                num_replicas: opts.replicas,
+                discard: DiscardPolicy::Old,
+                duplicate_window: dedupe_window(opts.webhook_lease),
+                allow_direct: true,
+                ..Default::default()
+            })
         })
         .await
         .map_err(|e| NatsError::js("create or update the deliveries stream", e))?;
@@ -309,14 +311,16 @@ impl NatsWebhooks {
             .await
             .map_err(|e| NatsError::js("open the deliveries stream", e))?;
         let outbox = name("outbox");
-        shared
-            .stream
-            .get_or_create_consumer::<async_nats::jetstream::consumer::pull::Config>(
-                &outbox,
-                outbox::config(&outbox, opts.webhook_lease),
-            )
-            .await
-            .map_err(|e| NatsError::js("create the webhook outbox consumer", e))?;
+        crate::log::retry_race(|| {
+            shared
+                .stream
+                .get_or_create_consumer::<async_nats::jetstream::consumer::pull::Config>(
+                    &outbox,
+                    outbox::config(&outbox, opts.webhook_lease),
+                )
+        })
+        .await
+        .map_err(|e| NatsError::js("create the webhook outbox consumer", e))?;
 
         let inner = Arc::new(Inner {
             shared: shared.clone(),

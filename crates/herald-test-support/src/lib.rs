@@ -101,7 +101,33 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let token = CancellationToken::new();
-        let task = tokio::spawn(herald_server::run(config, listener, token.clone()));
+        let mut task = tokio::spawn(herald_server::run(config, listener, token.clone()));
+        if nats.is_some() {
+            // A cluster node opens its log over the network: wait until it serves, and say why
+            // when it cannot start (instead of a later "connection refused").
+            let client = reqwest::Client::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                if task.is_finished() {
+                    let outcome = (&mut task).await;
+                    panic!("the cluster node did not start: {outcome:?}");
+                }
+                let url = format!("http://{addr}/healthz");
+                if client
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the cluster node did not answer /healthz within 30 s"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         Self {
             addr,
             token,
