@@ -79,6 +79,37 @@ pub struct Endpoint {
     pub updated_ms: i64,
 }
 
+impl Endpoint {
+    /// An enabled HMAC endpoint with no filters beyond its topics, no custom headers, no rate
+    /// limit and no history, created at `now_ms` (callers then set what differs).
+    pub fn new(
+        id: impl Into<String>,
+        url: impl Into<String>,
+        topics: Vec<String>,
+        secret: impl Into<String>,
+        now_ms: i64,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            url: url.into(),
+            topics,
+            events: Vec::new(),
+            description: String::new(),
+            headers: BTreeMap::new(),
+            rate_limit: None,
+            enabled: true,
+            disabled_reason: None,
+            signing: Signing::Hmac,
+            secret: secret.into(),
+            previous_secret: None,
+            previous_until_ms: None,
+            failing_since_ms: None,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+        }
+    }
+}
+
 /// An endpoint with its patterns parsed, as the log matches events against it.
 #[derive(Debug)]
 pub struct CompiledEndpoint {

@@ -814,30 +814,21 @@ mod webhooks {
 
     use herald_core::{
         Endpoint,
-        webhook::{Attempt, NewDelivery, Next, Outcome, Signing, Status},
+        webhook::{Attempt, NewDelivery, Next, Outcome, Status},
     };
 
     use super::*;
 
     fn endpoint(id: &str, topics: &[&str], events: &[&str]) -> Endpoint {
-        Endpoint {
-            id: id.into(),
-            url: "http://127.0.0.1:9/hook".into(),
-            topics: topics.iter().map(|s| s.to_string()).collect(),
-            events: events.iter().map(|s| s.to_string()).collect(),
-            description: String::new(),
-            headers: Default::default(),
-            rate_limit: None,
-            enabled: true,
-            disabled_reason: None,
-            signing: Signing::Hmac,
-            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-            previous_secret: None,
-            previous_until_ms: None,
-            failing_since_ms: None,
-            created_ms: 1,
-            updated_ms: 1,
-        }
+        let mut e = Endpoint::new(
+            id,
+            "http://127.0.0.1:9/hook",
+            topics.iter().map(|s| s.to_string()).collect(),
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            1,
+        );
+        e.events = events.iter().map(|s| s.to_string()).collect();
+        e
     }
 
     fn attempt(code: u16) -> Attempt {

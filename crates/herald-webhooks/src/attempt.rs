@@ -336,7 +336,6 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use herald_core::webhook::Status;
     use herald_protocol::webhook::{SigningKey, StandardHeaders, VerifyKey};
@@ -344,24 +343,7 @@ mod tests {
     use super::*;
 
     fn endpoint(secret: &str) -> Endpoint {
-        Endpoint {
-            id: "wh_1".into(),
-            url: "http://example.com/".into(),
-            topics: vec![">".into()],
-            events: vec![],
-            description: String::new(),
-            headers: BTreeMap::new(),
-            rate_limit: None,
-            enabled: true,
-            disabled_reason: None,
-            signing: Signing::Hmac,
-            secret: secret.into(),
-            previous_secret: None,
-            previous_until_ms: None,
-            failing_since_ms: None,
-            created_ms: 0,
-            updated_ms: 0,
-        }
+        Endpoint::new("wh_1", "http://example.com/", vec![">".into()], secret, 0)
     }
 
     fn delivery() -> Delivery {

@@ -274,32 +274,19 @@ impl Endpoints {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
-    use herald_core::webhook::Signing;
     use serde_json::json;
 
     use super::*;
 
     fn endpoint() -> Endpoint {
-        Endpoint {
-            id: "wh_1".into(),
-            url: "http://example.com/".into(),
-            topics: vec![">".into()],
-            events: vec![],
-            description: String::new(),
-            headers: BTreeMap::new(),
-            rate_limit: None,
-            enabled: true,
-            disabled_reason: None,
-            signing: Signing::Hmac,
-            secret: "whsec_AAAA".into(),
-            previous_secret: None,
-            previous_until_ms: None,
-            failing_since_ms: None,
-            created_ms: 1,
-            updated_ms: 1,
-        }
+        Endpoint::new(
+            "wh_1",
+            "http://example.com/",
+            vec![">".into()],
+            "whsec_AAAA",
+            1,
+        )
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! over a dead node's deliveries when its leases run out.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -11,7 +11,7 @@ use std::{
 use herald_core::{
     Endpoint, Log, LogOptions, NewEvent, Topic, Webhooks,
     event::now_ms,
-    webhook::{Attempt, Delivery, NewDelivery, Next, Outcome, Signing, Status},
+    webhook::{Attempt, Delivery, NewDelivery, Next, Outcome, Status},
 };
 use herald_nats::{JetStreamLog, NatsOptions};
 use serde_json::value::RawValue;
@@ -33,24 +33,15 @@ async fn node(server: &NatsServer, stream: &str, lease: Duration) -> JetStreamLo
 }
 
 fn endpoint(id: &str, topics: &[&str], events: &[&str]) -> Endpoint {
-    Endpoint {
-        id: id.into(),
-        url: "http://127.0.0.1:9/".into(),
-        topics: topics.iter().map(|s| s.to_string()).collect(),
-        events: events.iter().map(|s| s.to_string()).collect(),
-        description: String::new(),
-        headers: BTreeMap::new(),
-        rate_limit: None,
-        enabled: true,
-        disabled_reason: None,
-        signing: Signing::Hmac,
-        secret: "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
-        previous_secret: None,
-        previous_until_ms: None,
-        failing_since_ms: None,
-        created_ms: 1,
-        updated_ms: 1,
-    }
+    let mut e = Endpoint::new(
+        id,
+        "http://127.0.0.1:9/",
+        topics.iter().map(|s| s.to_string()).collect(),
+        "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        1,
+    );
+    e.events = events.iter().map(|s| s.to_string()).collect();
+    e
 }
 
 fn typed(topic: &str, event: &str, data: &str) -> NewEvent {
