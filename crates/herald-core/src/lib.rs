@@ -13,6 +13,7 @@
 //! - [`memory`]: the in-memory log, [`MemoryLog`].
 //! - [`webhook`]: outbound webhook endpoints and deliveries, the [`Webhooks`] trait every log
 //!   implements (deliveries are written in the event's own append), [`webhook::MemoryWebhooks`].
+//! - [`queue`]: [`SharedQueues`], competing consumers shared by the nodes of a cluster.
 //! - [`hub`]: [`Hub`], [`Subscription`] and the seam-free resume.
 //! - [`error`]: [`ValidationError`] (client's fault) and [`LogError`] (storage's).
 
@@ -22,6 +23,7 @@ pub mod hub;
 pub mod index;
 pub mod log;
 pub mod memory;
+pub mod queue;
 pub mod topic;
 pub mod webhook;
 
@@ -34,5 +36,6 @@ pub use log::{
     TopicTable,
 };
 pub use memory::MemoryLog;
+pub use queue::{Lease, Leased, SharedQueues};
 pub use topic::{Pattern, Topic};
 pub use webhook::{Endpoint, Webhooks};

@@ -91,6 +91,12 @@ pub trait Log: Send + Sync + 'static {
     /// written by `append` in the same durable write as the events.
     fn webhooks(&self) -> std::sync::Arc<dyn crate::webhook::Webhooks>;
 
+    /// Queues shared with the other nodes of a cluster. `None` (a log of one node): the
+    /// server keeps its queues itself, as events in this log.
+    fn shared_queues(&self) -> Option<Arc<dyn crate::queue::SharedQueues>> {
+        None
+    }
+
     /// Flushes and stops; later appends fail with [`LogError::Closed`].
     fn close(&self) -> BoxFuture<'_, Result<(), LogError>>;
 }

@@ -68,6 +68,9 @@ pub(crate) async fn bucket(
 }
 
 fn apply(table: &mut TopicTable, key: &str, value: &[u8]) {
+    if key == crate::log::PROBE_KEY {
+        return;
+    }
     let through = std::str::from_utf8(value)
         .ok()
         .and_then(|v| v.parse::<u64>().ok());

@@ -33,7 +33,11 @@
 //!   delivery id), their state in `<stream>_dlvstate` and attempts in `<stream>_attempts`.
 //!   A node claims a delivery with a lease (compare-and-set) before attempting it, so one node
 //!   attempts it at a time, and a dead node's deliveries go to the others when its leases
-//!   run out (`webhook_lease`).
+//!   run out (`lease`).
+//! - **Queues** (see `queues`): STOMP `/queue/<name>` messages are events on `_queue.<name>`;
+//!   each queue is a durable pull consumer every node pulls from, so each message is leased
+//!   to one node at a time, acknowledged when consumed, released on NACK or disconnect, and
+//!   handed to another node when its holder dies (after `lease`).
 //!
 //! # Server version
 //! Works with nats-server 2.9 (Debian's): one filter subject per consumer, no batch publish.
@@ -45,6 +49,7 @@
 //! - `feed`: the node's ordered feed into the sink.
 //! - `read`: `read` and `latest` through ephemeral consumers.
 //! - `retention`: `maintain` (purges per topic) and `floors` (the shared floors bucket).
+//! - `queues`: the shared STOMP queues.
 //! - `webhooks`: the cluster webhooks (endpoints, outbox, deliveries, leases).
 //! - `error`: [`NatsError`].
 //!
@@ -56,6 +61,7 @@ mod feed;
 mod floors;
 mod log;
 mod options;
+mod queues;
 mod read;
 mod retention;
 mod webhooks;

@@ -36,6 +36,7 @@ use crate::{
     NatsError, NatsOptions,
     codec::{self, Subjects},
     feed, floors,
+    queues::NatsQueues,
     webhooks::NatsWebhooks,
 };
 
@@ -99,6 +100,8 @@ pub(crate) struct Shared {
     /// Stops the background tasks.
     pub(crate) stop: CancellationToken,
     pub(crate) floors: kv::Store,
+    /// Why the last check of the events stream failed (`None`: it answered).
+    pub(crate) stream_trouble: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -201,6 +204,7 @@ impl Shared {
 pub struct JetStreamLog {
     shared: Arc<Shared>,
     webhooks: Arc<NatsWebhooks>,
+    queues: Arc<NatsQueues>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -216,6 +220,60 @@ impl fmt::Debug for JetStreamLog {
 /// Runs a create-or-open step again when it fails: nodes starting together race to create the
 /// same streams, buckets and consumers, and the loser of such a race gets an error although
 /// the thing now exists. A few tries with a short pause, then the last error.
+/// How often a node asks JetStream about the events stream (for `ready`).
+const STREAM_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long that question may take.
+const STREAM_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Probes JetStream every second, so that `ready` also fails when the connection is up but
+/// JetStream cannot store (no quorum, no leader).
+async fn check_stream(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(STREAM_CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if shared.client.connection_state() != State::Connected {
+            continue;
+        }
+        let trouble = tokio::time::timeout(STREAM_CHECK_TIMEOUT, stream_trouble(&shared))
+            .await
+            .unwrap_or_else(|_| {
+                Some(format!(
+                    "JetStream did not answer within {STREAM_CHECK_TIMEOUT:?}"
+                ))
+            });
+        let mut slot = shared.stream_trouble.lock();
+        if *slot != trouble {
+            match &trouble {
+                Some(why) => tracing::warn!(reason = %why, "not ready"),
+                None => tracing::info!("the events stream answers again"),
+            }
+            *slot = trouble;
+        }
+    }
+}
+
+/// The key every node writes into the floors bucket to see whether JetStream can store
+/// (not a topic, so never a floor).
+pub(crate) const PROBE_KEY: &str = "=ready";
+
+/// What keeps JetStream from storing now, if anything: a write of the probe key (a KV put
+/// needs the bucket's leader and, with replicas, a majority of its servers, like a publish).
+/// Read-only questions are no test: a server that lost its peers still answers them.
+async fn stream_trouble(shared: &Shared) -> Option<String> {
+    match shared
+        .floors
+        .put(PROBE_KEY, bytes::Bytes::from_static(b"1"))
+        .await
+    {
+        Ok(_) => None,
+        Err(e) => Some(format!("JetStream cannot store (no quorum?): {e}")),
+    }
+}
+
 pub(crate) async fn retry_race<T, E, F, Fut>(mut step: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,
@@ -427,13 +485,16 @@ impl JetStreamLog {
             closed: AtomicBool::new(false),
             stop: CancellationToken::new(),
             floors: floors_kv,
+            stream_trouble: Mutex::new(None),
         });
         let webhooks = NatsWebhooks::open(shared.clone(), &opts).await?;
         let tasks = vec![
             tokio::spawn(feed::run(shared.clone())),
             tokio::spawn(floors::watch(shared.clone())),
+            tokio::spawn(check_stream(shared.clone())),
         ];
         Ok(JetStreamLog {
+            queues: Arc::new(NatsQueues::new(shared.clone(), opts.lease)),
             shared,
             webhooks: Arc::new(webhooks),
             tasks: Mutex::new(tasks),
@@ -673,11 +734,19 @@ impl Log for JetStreamLog {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed);
         }
-        self.shared.connected()
+        self.shared.connected()?;
+        match self.shared.stream_trouble.lock().clone() {
+            None => Ok(()),
+            Some(why) => Err(LogError::Unavailable(why)),
+        }
     }
 
     fn webhooks(&self) -> Arc<dyn herald_core::Webhooks> {
         self.webhooks.clone()
+    }
+
+    fn shared_queues(&self) -> Option<Arc<dyn herald_core::SharedQueues>> {
+        Some(self.queues.clone())
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), LogError>> {

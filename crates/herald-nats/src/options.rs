@@ -20,11 +20,13 @@ pub struct NatsOptions {
     pub tls_ca: Option<PathBuf>,
     /// How long connecting may take at start-up.
     pub connect_timeout: Duration,
-    /// How long a node's claim on webhook work lasts unless renewed: a delivery it is
-    /// attempting (renewed every third of this while the attempt runs) and the events its
-    /// outbox is turning into deliveries (the outbox consumer's ack wait). When a node dies
-    /// (`kill -9`), the other nodes take its work over after at most this long. Default 30 s.
-    pub webhook_lease: Duration,
+    /// How long a node's claim on shared work lasts unless renewed (`cluster.lease`): a
+    /// webhook delivery it is attempting (renewed every third of this while the attempt
+    /// runs), the events its outbox is turning into deliveries (the outbox consumer's ack
+    /// wait) and the queued STOMP messages it holds for its consumers (renewed likewise).
+    /// When a node dies (`kill -9`), the other nodes take its work over after at most this
+    /// long. Default 30 s.
+    pub lease: Duration,
 }
 
 impl Default for NatsOptions {
@@ -36,7 +38,7 @@ impl Default for NatsOptions {
             credentials: None,
             tls_ca: None,
             connect_timeout: Duration::from_secs(5),
-            webhook_lease: Duration::from_secs(30),
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -75,17 +77,17 @@ impl NatsOptions {
                 self.replicas
             )));
         }
-        if !(MIN_LEASE..=MAX_LEASE).contains(&self.webhook_lease) {
+        if !(MIN_LEASE..=MAX_LEASE).contains(&self.lease) {
             return Err(NatsError::Options(format!(
-                "webhook_lease = {:?}: use {MIN_LEASE:?} to {MAX_LEASE:?}",
-                self.webhook_lease
+                "lease = {:?}: use {MIN_LEASE:?} to {MAX_LEASE:?}",
+                self.lease
             )));
         }
         Ok(())
     }
 }
 
-/// Bounds of [`NatsOptions::webhook_lease`]: renewals every third of it must keep up, and a
+/// Bounds of [`NatsOptions::lease`]: renewals every third of it must keep up, and a
 /// dead node's work should not wait for hours.
 const MIN_LEASE: Duration = Duration::from_millis(300);
 const MAX_LEASE: Duration = Duration::from_secs(3600);

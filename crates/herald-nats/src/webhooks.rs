@@ -19,7 +19,7 @@
 //!
 //! # One node at a time: leases
 //! [`Webhooks::due`] claims each delivery it hands out by writing a lease (this node, until
-//! now + `webhook_lease`) with compare-and-set: of two nodes racing for one delivery exactly
+//! now + `lease`) with compare-and-set: of two nodes racing for one delivery exactly
 //! one write succeeds, the other node skips it. Leases of held deliveries are renewed every
 //! third of the lease; [`Webhooks::record`] ends the lease with the outcome; `close` gives the
 //! leases still held back. When a node dies (`kill -9`) its leases run out and the others
@@ -299,7 +299,7 @@ impl NatsWebhooks {
                 storage: StorageType::File,
                 num_replicas: opts.replicas,
                 discard: DiscardPolicy::Old,
-                duplicate_window: dedupe_window(opts.webhook_lease),
+                duplicate_window: dedupe_window(opts.lease),
                 allow_direct: true,
                 ..Default::default()
             })
@@ -316,7 +316,7 @@ impl NatsWebhooks {
                 .stream
                 .get_or_create_consumer::<async_nats::jetstream::consumer::pull::Config>(
                     &outbox,
-                    outbox::config(&outbox, opts.webhook_lease),
+                    outbox::config(&outbox, opts.lease),
                 )
         })
         .await
@@ -325,7 +325,7 @@ impl NatsWebhooks {
         let inner = Arc::new(Inner {
             shared: shared.clone(),
             node: ulid::Ulid::new().to_string().to_ascii_lowercase(),
-            lease: opts.webhook_lease,
+            lease: opts.lease,
             outbox,
             endpoints: Endpoints::new(endpoints_kv.clone()),
             states: states.clone(),

@@ -278,6 +278,7 @@ pub struct ClusterSection {
     pub tls_ca: Option<PathBuf>,
     pub stream: String,
     pub replicas: u64,
+    pub lease: String,
 }
 
 /// Values given on the command line; they override everything else.
@@ -370,6 +371,7 @@ pub struct ClusterConfig {
     pub tls_ca: Option<PathBuf>,
     pub stream: String,
     pub replicas: usize,
+    pub lease: Duration,
 }
 
 /// Validated `[webhooks]`.
@@ -674,7 +676,15 @@ impl Config {
                         "JetStream allows at most 5 replicas",
                     ));
                 }
+                let lease = duration("cluster.lease", &raw.cluster.lease)?;
+                if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&lease) {
+                    return Err(bad(
+                        "cluster.lease",
+                        format!("{:?} (use 1s to 1h)", raw.cluster.lease),
+                    ));
+                }
                 Some(ClusterConfig {
+                    lease,
                     nats_url: url.clone(),
                     credentials: raw.cluster.credentials.clone(),
                     tls_ca: raw.cluster.tls_ca.clone(),

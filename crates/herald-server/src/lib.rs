@@ -139,6 +139,7 @@ pub async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
             replicas: c.replicas,
             credentials: c.credentials.clone(),
             tls_ca: c.tls_ca.clone(),
+            lease: c.lease,
             ..herald_nats::NatsOptions::new(c.nats_url.clone())
         };
         let log = herald_nats::JetStreamLog::open(opts, options)

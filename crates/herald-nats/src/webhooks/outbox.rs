@@ -5,7 +5,7 @@
 //! made before it looked (so an endpoint created before an event was published is matched
 //! against it on any node), stores one delivery per enabled endpoint that wants each event,
 //! and only then acknowledges the events. A node that dies in between leaves its events
-//! unacknowledged: after the ack wait (`webhook_lease`) another node takes them, and the
+//! unacknowledged: after the ack wait (`lease`) another node takes them, and the
 //! message ids `d.<event id>.<endpoint id>` make the deliveries already stored duplicates the
 //! deliveries stream drops (its duplicate window is far longer than the ack wait).
 

@@ -24,7 +24,7 @@ const T: Duration = Duration::from_secs(20);
 async fn node(server: &NatsServer, stream: &str, lease: Duration) -> JetStreamLog {
     let opts = NatsOptions {
         stream: stream.into(),
-        webhook_lease: lease,
+        lease,
         ..NatsOptions::new(server.url())
     };
     JetStreamLog::open(opts, LogOptions::default())

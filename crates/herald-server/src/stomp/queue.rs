@@ -11,6 +11,18 @@
 //! `auto` ack mode the session acknowledges as soon as the MESSAGE is written; in `client` / `client-individual`
 //! modes it stays in flight until ACK, goes back to the front of the queue on NACK, and every
 //! in-flight message of a consumer goes back when the consumer unsubscribes or disconnects.
+//!
+//! **Cluster mode.** When the log is shared by several nodes ([`Log::shared_queues`]), the
+//! queues are not rebuilt from the log: each node *takes* messages of a queue from the shared
+//! queue (leased to it, at most [`PREFETCH`] per local consumer beyond what its consumers
+//! hold) and hands them to its own consumers as above. An ACK acknowledges the lease (the
+//! message is consumed cluster-wide); a NACK keeps the message on this node when another
+//! local consumer can take it and releases it to the cluster otherwise; when a queue's last
+//! local consumer goes, every message this node holds for it is released; the node renews its
+//! leases every third of the lease while it holds them, so a message is handed to another
+//! node only when this one dies (or stays cut off from NATS for a whole lease).
+//!
+//! [`Log::shared_queues`]: herald_core::Log::shared_queues
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -20,16 +32,31 @@ use std::{
     },
 };
 
-use herald_core::{Cursor, Event, Hub, HubError, Item, NewEvent, Pattern, Topic};
+use std::time::Duration;
+
+use herald_core::{
+    Cursor, Event, Hub, HubError, Item, Lease, LogError, NewEvent, Pattern, SharedQueues, Topic,
+};
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// Topic prefix of queued messages.
 pub(crate) const QUEUE_PREFIX: &str = "_queue";
 /// Topic prefix of acknowledgements.
 pub(crate) const ACK_PREFIX: &str = "_qack";
+
+/// Cluster mode: messages a node takes per local consumer of a queue, beyond what its
+/// consumers hold.
+pub(crate) const PREFETCH: usize = 32;
+/// Cluster mode: how long one take waits for a message before asking again. A take is
+/// never abandoned half way (a message the shared queue hands to an abandoned take would stay
+/// leased to nobody until its lease ran out), so this also bounds how long shutdown waits for
+/// the takers.
+const TAKE_WAIT: Duration = Duration::from_secs(1);
+/// Cluster mode: pause after a failed take.
+const TAKE_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
 struct QueueState {
@@ -42,6 +69,24 @@ struct QueueState {
     /// Consumers in round-robin order.
     consumers: Vec<u64>,
     next: usize,
+    /// Cluster mode: the leases of the messages this node holds (pending or in flight).
+    leases: HashMap<u64, Arc<dyn Lease>>,
+    /// Cluster mode: a task is taking messages for this queue.
+    pulling: bool,
+    /// Cluster mode: wakes the taking task when room frees up.
+    room: Arc<Notify>,
+}
+
+impl QueueState {
+    /// Takes the leases of messages out of the queue's books.
+    fn unlease(&mut self, ids: impl IntoIterator<Item = u64>) -> Vec<Arc<dyn Lease>> {
+        let out = ids
+            .into_iter()
+            .filter_map(|id| self.leases.remove(&id))
+            .collect();
+        self.room.notify_one();
+        out
+    }
 }
 
 struct ConsumerState {
@@ -62,6 +107,10 @@ pub(crate) struct Queues {
     hub: Hub,
     state: Mutex<State>,
     next_id: AtomicU64,
+    /// Cluster mode: the queues shared by the nodes.
+    shared: Option<Arc<dyn SharedQueues>>,
+    token: CancellationToken,
+    tasks: TaskTracker,
 }
 
 /// One consumer's end: messages arrive on `rx`.
@@ -84,17 +133,25 @@ impl Queues {
     pub(crate) async fn start(
         hub: Hub,
         token: CancellationToken,
-        tasks: &tokio_util::task::TaskTracker,
+        tasks: &TaskTracker,
     ) -> Result<Arc<Self>, herald_core::LogError> {
-        let patterns = vec![
-            Pattern::new(&format!("{QUEUE_PREFIX}.>")).expect("valid pattern"),
-            Pattern::new(&format!("{ACK_PREFIX}.>")).expect("valid pattern"),
-        ];
+        let shared = hub.log().shared_queues();
         let queues = Arc::new(Self {
             hub: hub.clone(),
             state: Mutex::new(State::default()),
             next_id: AtomicU64::new(1),
+            shared: shared.clone(),
+            token: token.clone(),
+            tasks: tasks.clone(),
         });
+        if let Some(shared) = shared {
+            tasks.spawn(queues.clone().renew(shared.lease() / 3));
+            return Ok(queues);
+        }
+        let patterns = vec![
+            Pattern::new(&format!("{QUEUE_PREFIX}.>")).expect("valid pattern"),
+            Pattern::new(&format!("{ACK_PREFIX}.>")).expect("valid pattern"),
+        ];
         // History first: everything retained, in id order.
         let mut after = 0;
         loop {
@@ -155,7 +212,7 @@ impl Queues {
     }
 
     /// Adds a consumer to a queue.
-    pub(crate) fn subscribe(&self, name: &str) -> Consumer {
+    pub(crate) fn subscribe(self: &Arc<Self>, name: &str) -> Consumer {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         let mut state = self.state.lock();
@@ -167,12 +224,13 @@ impl Queues {
                 in_flight: VecDeque::new(),
             },
         );
-        state
-            .queues
-            .entry(name.to_owned())
-            .or_default()
-            .consumers
-            .push(id);
+        let q = state.queues.entry(name.to_owned()).or_default();
+        q.consumers.push(id);
+        q.room.notify_one();
+        if self.shared.is_some() && !q.pulling {
+            q.pulling = true;
+            self.tasks.spawn(self.clone().take(name.to_owned()));
+        }
         dispatch(&mut state, name);
         Consumer { id, rx }
     }
@@ -184,13 +242,21 @@ impl Queues {
             return;
         };
         let name = c.queue.clone();
+        let mut release = Vec::new();
         if let Some(q) = state.queues.get_mut(&name) {
             q.consumers.retain(|&id| id != consumer);
             for ev in c.in_flight.into_iter().rev() {
                 q.pending.push_front(ev);
             }
+            if self.shared.is_some() && q.consumers.is_empty() {
+                // Nobody here wants them: back to the cluster.
+                let ids: Vec<u64> = q.pending.drain(..).map(|e| e.id).collect();
+                release = q.unlease(ids);
+            }
         }
         dispatch(&mut state, &name);
+        drop(state);
+        self.release(release);
     }
 
     /// Acknowledges messages of a consumer (the STOMP session resolves `client` mode's
@@ -208,7 +274,20 @@ impl Queues {
             }
             (c.queue.clone(), ids.to_vec())
         };
-        self.record_acks(&queue, &ids).await
+        if self.shared.is_none() {
+            return self.record_acks(&queue, &ids).await;
+        }
+        let leases = {
+            let mut state = self.state.lock();
+            match state.queues.get_mut(&queue) {
+                Some(q) => q.unlease(ids),
+                None => Vec::new(),
+            }
+        };
+        for lease in leases {
+            lease.ack().await.map_err(QueueError::Log)?;
+        }
+        Ok(())
     }
 
     /// Gives messages back: they go to the front of the queue, to another consumer when
@@ -229,6 +308,13 @@ impl Queues {
         });
         let name = c.queue.clone();
         let q = state.queues.entry(name.clone()).or_default();
+        if self.shared.is_some() && q.consumers.len() <= 1 {
+            // No other consumer here: another node's may take them.
+            let release = q.unlease(back.iter().map(|e| e.id));
+            drop(state);
+            self.release(release);
+            return;
+        }
         for ev in back.into_iter().rev() {
             q.pending.push_front(ev);
         }
@@ -239,6 +325,117 @@ impl Queues {
             q.next = pos + 1;
         }
         dispatch(&mut state, &name);
+    }
+
+    /// Cluster mode: gives leased messages back to the cluster (in the background).
+    fn release(&self, leases: Vec<Arc<dyn Lease>>) {
+        if leases.is_empty() {
+            return;
+        }
+        self.tasks.spawn(async move {
+            for lease in leases {
+                lease.release().await;
+            }
+        });
+    }
+
+    /// Cluster mode: takes messages of one queue for this node's consumers while it has any.
+    async fn take(self: Arc<Self>, name: String) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        loop {
+            let (room, wake) = {
+                let mut state = self.state.lock();
+                let held: usize = state
+                    .consumers
+                    .values()
+                    .filter(|c| c.queue == name)
+                    .map(|c| c.in_flight.len())
+                    .sum();
+                let q = state.queues.entry(name.clone()).or_default();
+                if q.consumers.is_empty() {
+                    q.pulling = false;
+                    return;
+                }
+                let room = (q.consumers.len() * PREFETCH).saturating_sub(held + q.pending.len());
+                (room, q.room.clone())
+            };
+            if room == 0 {
+                tokio::select! {
+                    _ = self.token.cancelled() => return,
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(TAKE_WAIT) => {}
+                }
+                continue;
+            }
+            let taken = shared.take(&name, room, TAKE_WAIT).await;
+            if self.token.is_cancelled() {
+                // Shutting down: whatever came goes back.
+                if let Ok(list) = taken {
+                    for m in list {
+                        m.lease.release().await;
+                    }
+                }
+                return;
+            }
+            match taken {
+                Ok(list) => {
+                    let mut release = Vec::new();
+                    {
+                        let mut state = self.state.lock();
+                        let q = state.queues.entry(name.clone()).or_default();
+                        for m in list {
+                            if q.consumers.is_empty() {
+                                release.push(m.lease);
+                            } else if q.leases.insert(m.event.id, m.lease).is_none() {
+                                // Oldest first, also for messages another node released.
+                                let at = q.pending.partition_point(|e| e.id < m.event.id);
+                                q.pending.insert(at, m.event);
+                            }
+                        }
+                        dispatch(&mut state, &name);
+                    }
+                    self.release(release);
+                }
+                Err(e) => {
+                    tracing::debug!(queue = %name, error = %e, "cannot take queued messages; trying again");
+                    tokio::select! {
+                        _ = self.token.cancelled() => return,
+                        _ = tokio::time::sleep(TAKE_RETRY) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cluster mode: renews every lease this node holds, every `every`; at shutdown gives
+    /// them all back.
+    async fn renew(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.token.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let leases = self.held();
+            for lease in leases {
+                lease.renew().await;
+            }
+        }
+        for lease in self.held() {
+            lease.release().await;
+        }
+    }
+
+    fn held(&self) -> Vec<Arc<dyn Lease>> {
+        let state = self.state.lock();
+        state
+            .queues
+            .values()
+            .flat_map(|q| q.leases.values().cloned())
+            .collect()
     }
 
     async fn record_acks(&self, queue: &str, ids: &[u64]) -> Result<(), QueueError> {
@@ -269,6 +466,9 @@ pub(crate) enum QueueError {
     /// The hub refused the write.
     #[error(transparent)]
     Hub(#[from] HubError),
+    /// Cluster mode: the shared queue did not record an acknowledgement.
+    #[error(transparent)]
+    Log(LogError),
 }
 
 /// Applies one logged event (a message or an acknowledgement) to the state.

@@ -3,6 +3,7 @@
 //! One module per door; `util` holds the clients and checks they share.
 
 mod cluster;
+mod cluster_queues;
 mod cluster_webhooks;
 mod demo;
 mod fanout;

@@ -411,6 +411,8 @@ async fn without_a_quorum_nothing_is_acknowledged_until_it_is_back() {
     const SETTLE: Duration = Duration::from_secs(2);
     /// How long the quorum stays lost.
     const OUTAGE: Duration = Duration::from_secs(8);
+    /// By when the nodes' `/readyz` must say so.
+    const READY_NOTICES: Duration = Duration::from_secs(5);
     tokio::time::timeout(SCENARIO_BOUND, async {
         let mut rig = Rig::start().await;
         rig.say("stopping n1 and n2");
@@ -428,7 +430,7 @@ async fn without_a_quorum_nothing_is_acknowledged_until_it_is_back() {
                     Ok(r) => r.status().as_u16().to_string(),
                     Err(e) => format!("error {e}"),
                 };
-                readyz.push(format!("{name} {status}"));
+                readyz.push((cut.elapsed(), format!("{name} {status}")));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -441,6 +443,29 @@ async fn without_a_quorum_nothing_is_acknowledged_until_it_is_back() {
         rig.more_acks(20, Duration::from_secs(60), "after the quorum is back")
             .await;
         eprintln!("/readyz while the quorum was lost: {readyz:?}");
+        // The nodes notice within a few seconds (a stream check every second, answered or
+        // timed out within 2 s) and say so on /readyz.
+        let late: Vec<_> = readyz
+            .iter()
+            .filter(|(at, _)| *at > READY_NOTICES)
+            .collect();
+        assert!(!late.is_empty());
+        assert!(
+            late.iter().all(|(_, s)| !s.ends_with(" 200")),
+            "ready without a quorum: {readyz:?}"
+        );
+        for n in [&rig.a, &rig.b] {
+            let back = Instant::now();
+            loop {
+                match probe.get(n.url("/readyz")).send().await {
+                    Ok(r) if r.status() == 200 => break,
+                    _ if back.elapsed() > Duration::from_secs(30) => {
+                        panic!("/readyz not 200 30 s after the quorum came back")
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
         let published = rig.finish().await;
         let during: Vec<_> = published
             .acked

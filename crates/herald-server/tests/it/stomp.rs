@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::H
 
 use crate::util::{T, Ws, get_json, publish_data};
 
-async fn connect(srv: &TestServer) -> Ws {
+pub(crate) async fn connect(srv: &TestServer) -> Ws {
     let mut req = srv.ws_url("/ws").into_client_request().unwrap();
     req.headers_mut().insert(
         "sec-websocket-protocol",
@@ -20,12 +20,12 @@ async fn connect(srv: &TestServer) -> Ws {
     ws
 }
 
-async fn send(ws: &mut Ws, frame: &str) {
+pub(crate) async fn send(ws: &mut Ws, frame: &str) {
     ws.send(Message::text(frame)).await.unwrap();
 }
 
 /// The next frame that is not a heart-beat, as text; `None` when the server closed.
-async fn frame(ws: &mut Ws) -> Option<String> {
+pub(crate) async fn frame(ws: &mut Ws) -> Option<String> {
     loop {
         let msg = timeout(T, ws.next()).await.expect("no frame in time")?;
         match msg {
@@ -38,7 +38,7 @@ async fn frame(ws: &mut Ws) -> Option<String> {
     }
 }
 
-async fn connected(srv: &TestServer) -> Ws {
+pub(crate) async fn connected(srv: &TestServer) -> Ws {
     let mut ws = connect(srv).await;
     send(&mut ws, "CONNECT\naccept-version:1.2\nhost:herald\n\n\0").await;
     let f = frame(&mut ws).await.unwrap();
