@@ -293,6 +293,10 @@ where
 }
 
 async fn connect(opts: &NatsOptions) -> Result<Client, NatsError> {
+    // rustls is built with two crypto back-ends in this binary (reqwest brings aws-lc-rs,
+    // async-nats ring), so it cannot pick one by itself and TLS to NATS would panic: pick one
+    // for the process unless something already did.
+    let _ = async_nats::rustls::crypto::ring::default_provider().install_default();
     let mut co = ConnectOptions::new()
         .name("herald")
         .connection_timeout(opts.connect_timeout)

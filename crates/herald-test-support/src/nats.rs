@@ -1,6 +1,7 @@
 //! [`NatsServer`]: a `nats-server -js` of the test's own on a free port with its own store
-//! directory, stopped by PID when dropped. [`NatsCluster`]: three of them forming one
-//! JetStream cluster, each of which can be stopped and started again.
+//! directory (and optionally a config file of the test's: TLS, accounts), stopped by PID when
+//! dropped. [`NatsCluster`]: three of them forming one JetStream cluster, each of which can be
+//! stopped and started again.
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
@@ -16,6 +17,8 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     dir: TempDir,
+    /// The config file passed with `-c` ([`start_with_config`](Self::start_with_config)).
+    config: Option<PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -30,6 +33,25 @@ impl NatsServer {
             child: None,
             port: free_port(),
             dir: TempDir::new().expect("temp dir"),
+            config: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts a server as [`start`](Self::start) does, with `extra` as its config file
+    /// (nats-server syntax, e.g. a `tls { ... }` block or `operator` / `resolver` settings).
+    /// Address, port, JetStream and store directory still come from the command line, which
+    /// takes precedence over the file. The server logs to [`log_file`](Self::log_file).
+    pub fn start_with_config(extra: &str) -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        let config = dir.path().join("nats.conf");
+        std::fs::write(&config, extra).expect("write the nats-server config");
+        let mut s = Self {
+            child: None,
+            port: free_port(),
+            dir,
+            config: Some(config),
         };
         s.spawn();
         s
@@ -39,16 +61,41 @@ impl NatsServer {
         self.dir.path().join("js")
     }
 
+    /// Where a server started [`with a config`](Self::start_with_config) logs (for failure
+    /// messages; other servers log nowhere).
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.path().join("nats.log")
+    }
+
     fn spawn(&mut self) {
-        let (port, store) = (self.port, self.store());
+        let (port, store, log) = (self.port, self.store(), self.log_file());
+        let config = self.config.clone();
+        let stderr = self.dir.path().join("nats.stderr");
         let child = run_nats(&|c| {
+            if let Some(config) = &config {
+                // Config mistakes are reported on stderr, before the log file is opened.
+                let file = std::fs::File::create(&stderr).expect("create nats.stderr");
+                c.arg("-c").arg(config).arg("-l").arg(&log).stderr(file);
+            }
             c.args(["-js", "-a", "127.0.0.1", "-p"])
                 .arg(port.to_string())
                 .arg("-sd")
                 .arg(&store);
         });
-        self.child = Some(child);
-        wait_listening(self.port, Duration::from_secs(10), "nats-server");
+        // Held before waiting, so that a panic below still kills it (on drop).
+        let child = self.child.insert(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let said = [&stderr, &log]
+                    .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+                    .join("");
+                panic!("nats-server exited at start ({status}):\n{said}");
+            }
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -78,12 +125,13 @@ impl Drop for NatsServer {
 }
 
 /// Runs `nats-server` with `args` (Debian installs it in /usr/sbin, which is not on every
-/// PATH).
+/// PATH). Its output goes nowhere unless `args` says otherwise.
 fn run_nats(args: &dyn Fn(&mut Command)) -> Child {
     let run = |bin: &str| {
         let mut c = Command::new(bin);
+        c.stdout(Stdio::null()).stderr(Stdio::null());
         args(&mut c);
-        c.stdout(Stdio::null()).stderr(Stdio::null()).spawn()
+        c.spawn()
     };
     run("nats-server")
         .or_else(|_| run("/usr/sbin/nats-server"))

@@ -1,11 +1,12 @@
 //! Cluster crash tests with the real binary: two `herald serve --nats` nodes share one NATS
 //! JetStream server; one node is killed with SIGKILL and the other carries on (SSE resume with
-//! `Last-Event-ID`, webhook deliveries the dead node held).
+//! `Last-Event-ID`, webhook deliveries the dead node held, queued STOMP messages the dead node
+//! held for its consumer).
 
 mod common;
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     path::Path,
     process::Stdio,
     sync::{
@@ -20,6 +21,10 @@ use futures::StreamExt as _;
 use herald_protocol::sse::{SseDecoder, SseEvent};
 use herald_test_support::{Answer, NatsServer, WebhookReceiver};
 use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
 
 /// Starts `herald serve --nats <nats> --listen 127.0.0.1:<free port> --data-dir <data>` with
 /// `env` and waits until `/readyz` answers 200; returns it and its base URL.
@@ -297,4 +302,193 @@ async fn deliveries_held_by_a_node_killed_with_kill_9_are_delivered_by_another()
     })
     .await
     .expect("test took longer than 150 s");
+}
+
+/// A STOMP 1.2 connection over raw TCP (`stomp.tcp_listen`), frames as text.
+struct Stomp {
+    stream: TcpStream,
+    read: Vec<u8>,
+}
+
+impl Stomp {
+    /// Connects to `127.0.0.1:<port>` and completes CONNECT / CONNECTED (no heart-beats).
+    async fn connect(port: u16) -> Self {
+        let stream = tokio::time::timeout(
+            Duration::from_secs(10),
+            TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await
+        .expect("STOMP connect timed out")
+        .expect("STOMP connect");
+        let mut s = Self {
+            stream,
+            read: Vec::new(),
+        };
+        s.send("CONNECT\naccept-version:1.2\nhost:herald\nheart-beat:0,0\n\n\0")
+            .await;
+        let f = s.frame(Duration::from_secs(10)).await.expect("CONNECTED");
+        assert!(f.starts_with("CONNECTED\n"), "{f}");
+        s
+    }
+
+    async fn send(&mut self, frame: &str) {
+        self.stream
+            .write_all(frame.as_bytes())
+            .await
+            .expect("write a STOMP frame");
+    }
+
+    /// Sends `frame` (which asks for receipt `id`) and waits for that RECEIPT.
+    async fn send_with_receipt(&mut self, frame: &str, id: &str) {
+        self.send(frame).await;
+        let f = self
+            .frame(Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|| panic!("no RECEIPT {id}"));
+        assert!(f.starts_with(&format!("RECEIPT\nreceipt-id:{id}\n")), "{f}");
+    }
+
+    /// Subscribes to `/queue/jobs` in ack mode `ack` (with a receipt).
+    async fn subscribe_jobs(&mut self, ack: &str) {
+        self.send_with_receipt(
+            &format!("SUBSCRIBE\nid:q\ndestination:/queue/jobs\nack:{ack}\nreceipt:sub\n\n\0"),
+            "sub",
+        )
+        .await;
+    }
+
+    /// The next frame that is not a heart-beat, without its NUL; `None` when nothing came
+    /// within `wait`. Panics when the server closed the connection.
+    async fn frame(&mut self, wait: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let start = self
+                .read
+                .iter()
+                .position(|&b| b != b'\n' && b != b'\r')
+                .unwrap_or(self.read.len());
+            self.read.drain(..start);
+            if let Some(end) = self.read.iter().position(|&b| b == 0) {
+                let f: Vec<u8> = self.read.drain(..=end).collect();
+                return Some(String::from_utf8_lossy(&f[..end]).into_owned());
+            }
+            let mut chunk = [0u8; 8192];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => return None,
+                Ok(Ok(0)) => panic!("the STOMP connection closed"),
+                Ok(Ok(n)) => self.read.extend_from_slice(&chunk[..n]),
+                Ok(Err(e)) => panic!("reading STOMP: {e}"),
+            }
+        }
+    }
+
+    /// The next MESSAGE within `wait`: its body and `ack` header.
+    async fn message(&mut self, wait: Duration) -> Option<(String, String)> {
+        let f = self.frame(wait).await?;
+        assert!(f.starts_with("MESSAGE\n"), "{f}");
+        let (head, body) = f.split_once("\n\n").expect("a frame with a body");
+        let ack = head
+            .lines()
+            .find_map(|l| l.strip_prefix("ack:"))
+            .expect("an ack header (client-individual)");
+        Some((body.to_owned(), ack.to_owned()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_messages_held_by_a_node_killed_with_kill_9_go_to_another_node() {
+    const N: usize = 10;
+    const LEASE: Duration = Duration::from_secs(2);
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let nats = NatsServer::start();
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let http = client();
+        let (stomp_a, stomp_b) = (free_port(), free_port());
+        let (listen_a, listen_b) = (
+            format!("127.0.0.1:{stomp_a}"),
+            format!("127.0.0.1:{stomp_b}"),
+        );
+        let env_a = [
+            ("HERALD_CLUSTER__LEASE", "2s"),
+            ("HERALD_STOMP__TCP_LISTEN", listen_a.as_str()),
+        ];
+        let env_b = [
+            ("HERALD_CLUSTER__LEASE", "2s"),
+            ("HERALD_STOMP__TCP_LISTEN", listen_b.as_str()),
+        ];
+        let (mut a, _) = node(&http, &nats.url(), dir_a.path(), &env_a).await;
+        let (_b, _) = node(&http, &nats.url(), dir_b.path(), &env_b).await;
+
+        // A's consumer takes every message and never acknowledges: node A holds them all.
+        let mut on_a = Stomp::connect(stomp_a).await;
+        on_a.subscribe_jobs("client-individual").await;
+        let mut sender = Stomp::connect(stomp_b).await;
+        let want: HashSet<String> = (0..N).map(|i| format!("job-{i}")).collect();
+        for i in 0..N {
+            sender
+                .send_with_receipt(
+                    &format!("SEND\ndestination:/queue/jobs\nreceipt:r{i}\n\njob-{i}\0"),
+                    &format!("r{i}"),
+                )
+                .await;
+        }
+        let mut held = HashSet::new();
+        while held.len() < N {
+            let (body, _) = on_a
+                .message(Duration::from_secs(15))
+                .await
+                .unwrap_or_else(|| panic!("A's consumer got only {held:?}"));
+            assert!(held.insert(body.clone()), "{body} twice on A");
+        }
+        assert_eq!(held, want, "A's consumer got every message");
+
+        // While A lives (renewing its leases), B's consumer gets none of them, even after a
+        // whole lease.
+        let mut on_b = Stomp::connect(stomp_b).await;
+        on_b.subscribe_jobs("client-individual").await;
+        let f = on_b.frame(LEASE + Duration::from_secs(1)).await;
+        assert!(f.is_none(), "B's consumer got a message A holds: {f:?}");
+
+        let killed = Instant::now();
+        a.0.kill().expect("kill -9 node A");
+        let _ = a.0.wait();
+
+        let mut got: HashMap<String, usize> = HashMap::new();
+        let deadline = tokio::time::Instant::now() + LEASE + Duration::from_secs(30);
+        while got.len() < N {
+            let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some((body, ack)) = on_b.message(wait).await else {
+                panic!(
+                    "B's consumer got {} of {N} within {:?} of kill -9: {got:?}",
+                    got.len(),
+                    killed.elapsed()
+                );
+            };
+            assert!(want.contains(&body), "unexpected message {body:?}");
+            *got.entry(body).or_default() += 1;
+            on_b.send(&format!("ACK\nid:{ack}\n\n\0")).await;
+        }
+        let after = killed.elapsed();
+        // Nothing twice and nothing more, on this consumer or (once the ACKs took) on a new one
+        // after another lease.
+        while let Some((body, ack)) = on_b.message(Duration::from_secs(1)).await {
+            assert!(want.contains(&body), "unexpected message {body:?}");
+            *got.entry(body).or_default() += 1;
+            on_b.send(&format!("ACK\nid:{ack}\n\n\0")).await;
+        }
+        on_b.send_with_receipt("DISCONNECT\nreceipt:bye\n\n\0", "bye")
+            .await;
+        let mut late = Stomp::connect(stomp_b).await;
+        late.subscribe_jobs("client-individual").await;
+        let extra = late.frame(LEASE + Duration::from_secs(1)).await;
+        assert!(extra.is_none(), "a consumed message came back: {extra:?}");
+        assert!(got.values().all(|&n| n == 1), "delivered twice: {got:?}");
+        println!(
+            "all {N} queued messages reached node B's consumer {:.1} s after kill -9 (lease {LEASE:?})",
+            after.as_secs_f64()
+        );
+        drop(a);
+    })
+    .await
+    .expect("test took longer than 120 s");
 }

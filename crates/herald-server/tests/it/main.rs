@@ -4,6 +4,7 @@
 
 mod cluster;
 mod cluster_queues;
+mod cluster_tls;
 mod cluster_webhooks;
 mod demo;
 mod fanout;
