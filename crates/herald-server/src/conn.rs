@@ -7,6 +7,9 @@
 //! the connection, and that task is parked in the write. So the socket itself fails a write
 //! that has made no progress for [`Listener`]'s `stall` period (one byte accepted counts as
 //! progress, so slow readers are fine); hyper then drops the connection.
+//!
+//! Every accepted connection is sniffed first (see `h1sse`): event streams over HTTP/1.1
+//! are served without hyper, everything else reaches axum through [`Listener::accept`].
 
 use std::{
     future::Future,
@@ -17,11 +20,78 @@ use std::{
     time::Duration,
 };
 
+use axum::Router;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
+    sync::mpsc,
     time::Sleep,
 };
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::h1sse::{self, Prefixed, Sniffed};
+
+/// Accepts connections in the background, sniffs each (serving event streams itself) and
+/// hands the others to axum: the listener axum serves from.
+pub(crate) struct Listener {
+    rx: mpsc::Receiver<(Prefixed, SocketAddr)>,
+    local: io::Result<SocketAddr>,
+}
+
+impl Listener {
+    /// Starts accepting on `inner` until `token` is cancelled. Sniffing and the event streams
+    /// served without hyper run on `tasks` (shutdown waits for them); `app` serves those.
+    pub(crate) fn start(
+        inner: TcpListener,
+        stall: Duration,
+        app: Router,
+        token: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Self {
+        let local = inner.local_addr();
+        // A small queue: sniffed connections wait here only until axum's loop takes them.
+        let (tx, rx) = mpsc::channel(64);
+        let mut acceptor = Acceptor::new(inner, stall);
+        let sniffers = tasks.clone();
+        tasks.spawn(async move {
+            loop {
+                let (io, addr) = tokio::select! {
+                    _ = token.cancelled() => return,
+                    a = acceptor.accept() => a,
+                };
+                let tx = tx.clone();
+                let app = app.clone();
+                sniffers.spawn(async move {
+                    if let Sniffed::Hyper(io) = h1sse::sniff(io, addr, &app).await {
+                        // Refused when the server is shutting down: the connection closes.
+                        let _ = tx.send((io, addr)).await;
+                    }
+                });
+            }
+        });
+        Self { rx, local }
+    }
+}
+
+impl axum::serve::Listener for Listener {
+    type Io = Prefixed;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(accepted) => accepted,
+            // The acceptor stopped (shutdown): axum stops asking once its own signal fires.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        match &self.local {
+            Ok(a) => Ok(*a),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+}
 
 /// A TCP listener whose connections fail writes stalled for longer than `stall`.
 ///
@@ -29,7 +99,7 @@ use tokio::{
 /// connection closes. The listener then keeps serving the connections it has, retries every
 /// [`ACCEPT_BACKOFF`] (never a busy loop), logs the condition once, and logs once more when
 /// accepting works again.
-pub(crate) struct Listener {
+struct Acceptor {
     inner: TcpListener,
     stall: Duration,
     /// Set while accepting fails for lack of resources.
@@ -39,8 +109,8 @@ pub(crate) struct Listener {
 /// Pause between accept attempts while out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-impl Listener {
-    pub(crate) fn new(inner: TcpListener, stall: Duration) -> Self {
+impl Acceptor {
+    fn new(inner: TcpListener, stall: Duration) -> Self {
         Self {
             inner,
             stall,
@@ -82,11 +152,8 @@ impl Listener {
     }
 }
 
-impl axum::serve::Listener for Listener {
-    type Io = Connection;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+impl Acceptor {
+    async fn accept(&mut self) -> (Connection, SocketAddr) {
         let (io, addr) = self.accept_tcp().await;
         let _ = io.set_nodelay(true);
         let io = Connection {
@@ -95,10 +162,6 @@ impl axum::serve::Listener for Listener {
             stalled: None,
         };
         (io, addr)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
     }
 }
 

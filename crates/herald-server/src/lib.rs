@@ -44,6 +44,7 @@ mod demo;
 pub mod error;
 mod events;
 pub mod gateway;
+mod h1sse;
 mod inbound;
 mod ops;
 mod rest;
@@ -234,7 +235,8 @@ pub async fn run(
     let app = router(state);
     // `tap_io` does nothing to the connection: axum implements `ConnectInfo<SocketAddr>` for
     // any listener wrapped in it, which keeps the client address available to handlers.
-    let listener = conn::Listener::new(listener, stall).tap_io(|_| ());
+    let listener =
+        conn::Listener::start(listener, stall, app.clone(), token.clone(), &tasks).tap_io(|_| ());
     let serve = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -1,0 +1,349 @@
+//! HTTP/1.1 event streams served without hyper, to keep an idle SSE connection small.
+//!
+//! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for every HTTP/1 connection for
+//! as long as it lives, plus a connection task sized for both HTTP versions: most of an idle
+//! SSE connection's memory. Every accepted connection is therefore *sniffed* first (`sniff`):
+//! its request head is read (up to [`MAX_HEAD`]); a plain `GET` over HTTP/1.1 that asks for
+//! `text/event-stream` and carries no body nor upgrade is handed to the application router
+//! here, as an `http::Request`, so authentication, limits, request ids and every handler work
+//! as for any request; the response is then written by this module: the head once, the body's
+//! chunks with chunked transfer coding (one vectored write per chunk), and the connection
+//! closes when the body ends. While the body is idle the connection is read too, so a client
+//! that goes away is noticed without waiting for the next heartbeat.
+//!
+//! Everything else (other methods, HTTP/2 prior knowledge, WebSocket upgrades, heads that do
+//! not parse) goes to hyper unchanged: the bytes read while sniffing are handed back in front
+//! of the connection ([`Prefixed`]).
+
+use std::{
+    io::{self, IoSlice},
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::ConnectInfo,
+    http::{HeaderName, HeaderValue, Method, Request, Uri, Version, header},
+};
+use bytes::{Buf, Bytes, BytesMut};
+use futures::StreamExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tower::ServiceExt;
+
+use crate::conn::Connection;
+
+/// Longest request head sniffed; a longer one goes to hyper (which applies its own limits).
+pub(crate) const MAX_HEAD: usize = 8192;
+/// Most headers a sniffed request may have.
+const MAX_HEADERS: usize = 64;
+/// How long a new connection may take to send its request head before it is dropped.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a sniffed connection goes.
+pub(crate) enum Sniffed {
+    /// To hyper, with the bytes read so far in front.
+    Hyper(Prefixed),
+    /// Served here (or closed): nothing more to do.
+    Done,
+}
+
+/// Reads a new connection's request head and serves it here when it is an event stream.
+pub(crate) async fn sniff(mut conn: Connection, addr: SocketAddr, app: &Router) -> Sniffed {
+    let mut buf = BytesMut::with_capacity(1024);
+    let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
+    let request = loop {
+        match tokio::time::timeout_at(deadline, conn.read_buf(&mut buf)).await {
+            // Said nothing (or nothing complete) in time, or went away.
+            Err(_) | Ok(Err(_)) => return Sniffed::Done,
+            Ok(Ok(0)) if buf.is_empty() => return Sniffed::Done,
+            // Closed half way: hyper answers what it can.
+            Ok(Ok(0)) => break None,
+            Ok(Ok(_)) => {}
+        }
+        if buf.len() >= 4 && &buf[..4] != b"GET " {
+            break None;
+        }
+        match parse(&buf, addr) {
+            Head::Partial if buf.len() < MAX_HEAD => {
+                // `read_buf` reads only into spare capacity: make some.
+                buf.reserve(1024);
+            }
+            Head::Partial | Head::Other => break None,
+            Head::Stream(req, len) => {
+                if len != buf.len() {
+                    // Something after the head (a pipelined request): hyper's business.
+                    break None;
+                }
+                break Some(*req);
+            }
+        }
+    };
+    match request {
+        Some(req) => {
+            drop(buf);
+            serve(conn, req, app).await;
+            Sniffed::Done
+        }
+        None => Sniffed::Hyper(Prefixed {
+            pre: buf.freeze(),
+            io: conn,
+        }),
+    }
+}
+
+enum Head {
+    /// Not complete yet.
+    Partial,
+    /// Complete, and not an event stream request (or not one handled here).
+    Other,
+    /// An event stream request, and the head's length.
+    Stream(Box<Request<Body>>, usize),
+}
+
+fn parse(buf: &[u8], addr: SocketAddr) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        Err(_) => return Head::Other,
+    };
+    if parsed.method != Some("GET") || parsed.version != Some(1) {
+        return Head::Other;
+    }
+    let Some(Ok(uri)) = parsed.path.map(str::parse::<Uri>) else {
+        return Head::Other;
+    };
+    let mut req = Request::new(Body::empty());
+    *req.method_mut() = Method::GET;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    let mut wants_stream = false;
+    for h in parsed.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
+            return Head::Other;
+        };
+        if name == header::ACCEPT {
+            wants_stream |= value
+                .to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().contains("text/event-stream"));
+        }
+        let with_body = (name == header::CONTENT_LENGTH && value.as_bytes() != b"0")
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == header::EXPECT;
+        if with_body {
+            return Head::Other;
+        }
+        req.headers_mut().append(name, value);
+    }
+    if !wants_stream {
+        return Head::Other;
+    }
+    req.extensions_mut().insert(ConnectInfo(addr));
+    Head::Stream(Box::new(req), len)
+}
+
+/// Answers one request on a connection of its own, then closes it.
+async fn serve(mut conn: Connection, req: Request<Body>, app: &Router) {
+    let Ok(resp) = app.clone().oneshot(req).await;
+    let (parts, body) = resp.into_parts();
+    let chunked = !parts.headers.contains_key(header::CONTENT_LENGTH);
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(
+        format!(
+            "HTTP/1.1 {} {}\r\n",
+            parts.status.as_u16(),
+            parts.status.canonical_reason().unwrap_or("")
+        )
+        .as_bytes(),
+    );
+    for (name, value) in &parts.headers {
+        if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"date: ");
+    head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    head.extend_from_slice(b"\r\n");
+    if chunked {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    drop(parts);
+    if conn.write_all(&head).await.is_err() {
+        return;
+    }
+    drop(head);
+    let mut body = body.into_data_stream();
+    let mut scratch = [0u8; 32];
+    loop {
+        tokio::select! {
+            biased;
+            chunk = body.next() => match chunk {
+                Some(Ok(data)) if data.is_empty() => {}
+                Some(Ok(data)) => {
+                    let sent = if chunked {
+                        write_chunk(&mut conn, data).await
+                    } else {
+                        conn.write_all(&data).await
+                    };
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+                // A body error (a subscriber too slow): drop the connection, no clean end.
+                Some(Err(_)) => return,
+                None => break,
+            },
+            // The client went away (or sent something, which is ignored).
+            r = conn.read(&mut scratch) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+        }
+    }
+    if chunked && conn.write_all(b"0\r\n\r\n").await.is_err() {
+        return;
+    }
+    let _ = conn.shutdown().await;
+}
+
+/// One chunk of the chunked coding: size line, data, CRLF, in one vectored write when the
+/// socket takes it all (it nearly always does).
+async fn write_chunk(conn: &mut Connection, data: Bytes) -> io::Result<()> {
+    let size = format!("{:x}\r\n", data.len());
+    let mut parts = [
+        Bytes::from(size.into_bytes()),
+        data,
+        Bytes::from_static(b"\r\n"),
+    ];
+    let total: usize = parts.iter().map(Bytes::len).sum();
+    let mut written = 0;
+    while written < total {
+        let n = {
+            let slices: Vec<IoSlice<'_>> = parts
+                .iter()
+                .filter(|p| !p.is_empty())
+                .map(|p| IoSlice::new(p))
+                .collect();
+            conn.write_vectored(&slices).await?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        written += n;
+        let mut left = n;
+        for p in &mut parts {
+            let take = left.min(p.len());
+            p.advance(take);
+            left -= take;
+        }
+    }
+    Ok(())
+}
+
+/// A connection with bytes already read from it in front (what sniffing read).
+pub(crate) struct Prefixed {
+    pre: Bytes,
+    io: Connection,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre[..n]);
+            self.pre.advance(n);
+            if self.pre.is_empty() {
+                // Give the allocation back.
+                self.pre = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Head, parse};
+
+    fn addr() -> std::net::SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
+    }
+
+    #[test]
+    fn only_plain_event_stream_gets_are_taken() {
+        let sse = b"GET /api/v1/topics/a/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nLast-Event-ID: 7\r\n\r\n";
+        match parse(sse, addr()) {
+            Head::Stream(req, len) => {
+                assert_eq!(len, sse.len());
+                assert_eq!(req.uri().path(), "/api/v1/topics/a/events");
+                assert_eq!(req.headers()["last-event-id"], "7");
+            }
+            _ => panic!("not taken"),
+        }
+        assert!(matches!(parse(&sse[..20], addr()), Head::Partial));
+        for other in [
+            &b"GET /api/v1/topics/a/events HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET /x HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n",
+            b"GET /x HTTP/1.1\r\nAccept: text/event-stream\r\nContent-Length: 3\r\n\r\n",
+            b"GET /x HTTP/1.1\r\nAccept: text/event-stream\r\nUpgrade: websocket\r\n\r\n",
+            b"GET /x HTTP/1.1\r\nAccept: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET /x HTTP/1.1\r\nAccept: text/event-stream\r\nBad Header: 1\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(other, addr()), Head::Other),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
+}
