@@ -175,7 +175,7 @@ async fn chat(
     let guard = state.connect(Transport::Ws)?;
     let max = state.config.limits.max_event_bytes;
     Ok(ws
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(4096)
         .max_message_size(max)
         .on_upgrade(move |socket| async move {

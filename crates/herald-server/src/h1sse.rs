@@ -195,7 +195,7 @@ async fn serve(mut conn: Connection, req: Request<Body>, app: &Router) {
                 Some(Ok(data)) if data.is_empty() => {}
                 Some(Ok(data)) => {
                     let sent = if chunked {
-                        write_chunk(&mut conn, data).await
+                        write_chunk(&mut conn, &data).await
                     } else {
                         conn.write_all(&data).await
                     };
@@ -221,37 +221,41 @@ async fn serve(mut conn: Connection, req: Request<Body>, app: &Router) {
 }
 
 /// One chunk of the chunked coding: size line, data, CRLF, in one vectored write when the
-/// socket takes it all (it nearly always does).
-async fn write_chunk(conn: &mut Connection, data: Bytes) -> io::Result<()> {
-    let size = format!("{:x}\r\n", data.len());
-    let mut parts = [
-        Bytes::from(size.into_bytes()),
-        data,
-        Bytes::from_static(b"\r\n"),
-    ];
-    let total: usize = parts.iter().map(Bytes::len).sum();
-    let mut written = 0;
-    while written < total {
-        let n = {
-            let slices: Vec<IoSlice<'_>> = parts
-                .iter()
-                .filter(|p| !p.is_empty())
-                .map(|p| IoSlice::new(p))
-                .collect();
-            conn.write_vectored(&slices).await?
-        };
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        written += n;
-        let mut left = n;
-        for p in &mut parts {
-            let take = left.min(p.len());
-            p.advance(take);
-            left -= take;
-        }
+/// socket takes it all (it nearly always does); no allocation on that path.
+async fn write_chunk(conn: &mut Connection, data: &[u8]) -> io::Result<()> {
+    let mut line = [0u8; 20];
+    let len = size_line(data.len(), &mut line);
+    let parts: [&[u8]; 3] = [&line[..len], data, b"\r\n"];
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let slices = parts.map(IoSlice::new);
+    let n = conn.write_vectored(&slices).await?;
+    if n == total {
+        return Ok(());
     }
-    Ok(())
+    if n == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    // A partial write (a full socket buffer): the rest as one copy.
+    let mut rest = Vec::with_capacity(total - n);
+    let mut skip = n;
+    for p in parts {
+        let take = skip.min(p.len());
+        rest.extend_from_slice(&p[take..]);
+        skip -= take;
+    }
+    conn.write_all(&rest).await
+}
+
+/// Writes `<len in hex>\r\n` into `out`, returning its length.
+fn size_line(len: usize, out: &mut [u8; 20]) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for i in 0..digits {
+        out[digits - 1 - i] = HEX[(len >> (4 * i)) & 0xf];
+    }
+    out[digits] = b'\r';
+    out[digits + 1] = b'\n';
+    digits + 2
 }
 
 /// A connection with bytes already read from it in front (what sniffing read).
@@ -312,7 +316,16 @@ impl AsyncWrite for Prefixed {
 
 #[cfg(test)]
 mod tests {
-    use super::{Head, parse};
+    use super::{Head, parse, size_line};
+
+    #[test]
+    fn size_lines_are_hex() {
+        for n in [0usize, 1, 15, 16, 255, 4096, 123_456_789] {
+            let mut out = [0u8; 20];
+            let len = size_line(n, &mut out);
+            assert_eq!(&out[..len], format!("{n:x}\r\n").as_bytes());
+        }
+    }
 
     fn addr() -> std::net::SocketAddr {
         "127.0.0.1:1".parse().unwrap()

@@ -192,7 +192,7 @@ pub async fn build_state(
         token.clone(),
         &tasks,
     );
-    Ok(AppState {
+    Ok(AppState::new(crate::state::Shared {
         dispatcher,
         hub,
         config: Arc::new(config),
@@ -201,7 +201,7 @@ pub async fn build_state(
         anyone: Principal::anyone(),
         tasks,
         queues,
-    })
+    }))
 }
 
 /// Serves until `token` is cancelled, then shuts down gracefully: stops accepting, ends every

@@ -1,4 +1,5 @@
-//! Shared state of one server: `Clone`, a bundle of `Arc` handles.
+//! Shared state of one server: [`AppState`], one `Arc` (every request clones it, some
+//! several times through middleware and extractors).
 
 use std::sync::{
     Arc,
@@ -10,9 +11,27 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{config::Config, error::ApiError, gateway::Principal};
 
-/// Everything a handler needs.
+/// Everything a handler needs; cloning it is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// Wraps the parts.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     /// The hub.
     pub hub: Hub,
     /// Validated configuration.

@@ -491,6 +491,11 @@ async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
         args.hold.is_finite() && args.hold >= 0.0,
         "--hold must be a number of seconds"
     );
+    anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
+    anyhow::ensure!(
+        args.batch == 1 || (args.pub_url.is_none() && args.pub_server.is_none()),
+        "--batch publishes to Herald's /api/v1/events on --server; it does not go with --pub-url or --pub-server"
+    );
     if let Some(pid) = args.server_pid {
         anyhow::ensure!(
             procfs::rss_bytes(pid).is_some(),
@@ -508,6 +513,18 @@ async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
     let publisher = Client::new(&args.server)?;
     let targets = Targets::new(args, &publisher, &names)?;
     reachable(args, &publisher, &targets).await?;
+    // `--also-via`: the second transport's own URLs (and, below, doors).
+    let second = match args.also_via {
+        Some(via) if via != args.via => {
+            let mut other = args.clone();
+            other.via = via;
+            other.also_via = None;
+            let t = Targets::new(&other, &publisher, &names)?;
+            reachable(&other, &publisher, &t).await?;
+            Some((other, t))
+        }
+        _ => None,
+    };
 
     let first_sub_url = targets
         .sub_urls
@@ -519,6 +536,13 @@ async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
         usize::try_from(args.per_source).unwrap_or(usize::MAX),
     );
     let doors = doors(args, &publisher, &targets, &sources).await?;
+    let second = match second {
+        Some((other, t)) => {
+            let d = self::doors(&other, &publisher, &t, &sources).await?;
+            Some((t, d))
+        }
+        None => None,
+    };
 
     let rss_before = args.server_pid.and_then(procfs::rss_bytes);
     let shared = Arc::new(Shared::new(usize::try_from(args.connect_concurrency)?));
@@ -530,9 +554,21 @@ async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
     for i in 0..n_subs {
         let topic = i as u64 % topics;
         let tracker = Tracker::new(topic, topics, args.events, seq_order)?;
-        let door = doors[i % doors.len()].clone();
+        let (door, url) = match &second {
+            // Odd subscribers use the second transport.
+            Some((t, d)) if i % 2 == 1 => (
+                d[(i / 2) % d.len()].clone(),
+                t.sub_urls[topic as usize].clone(),
+            ),
+            _ => {
+                let k = if second.is_some() { i / 2 } else { i };
+                (
+                    doors[k % doors.len()].clone(),
+                    targets.sub_urls[topic as usize].clone(),
+                )
+            }
+        };
         let name = names[topic as usize].clone();
-        let url = targets.sub_urls[topic as usize].clone();
         subscribers.push(tokio::spawn(subscriber(
             shared.clone(),
             door,
@@ -572,6 +608,12 @@ async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
     let plan = Arc::new(PublishPlan {
         client: publisher.clone(),
         urls: targets.pub_urls.clone(),
+        batch: args.batch,
+        batch_url: format!(
+            "{}/api/v1/events",
+            publisher.base.as_str().trim_end_matches('/')
+        ),
+        names: names.clone(),
         raw: targets.raw_publish,
         events: args.events,
         rate: args.rate,
@@ -670,7 +712,10 @@ async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
             .map(|s| round3(s * 1e6 / n as f64))
     };
     Ok(Report {
-        via: args.via.name(),
+        via: match (&second, args.also_via) {
+            (Some(_), Some(also)) => format!("{}+{}", args.via.name(), also.name()),
+            _ => args.via.name().to_owned(),
+        },
         sub_url: targets.sub_urls.first().map(|u| u.to_string()),
         pub_url: targets.pub_urls.first().cloned(),
         subscribers: n_subs,
@@ -775,7 +820,7 @@ struct Totals {
 /// The results (also the `--json` line). Server figures are `null` without `--server-pid`.
 #[derive(Serialize)]
 struct Report {
-    via: &'static str,
+    via: String,
     /// Where the first topic's subscribers connected and its events were published.
     sub_url: Option<String>,
     pub_url: Option<String>,
@@ -1629,6 +1674,10 @@ fn stomp_escape(s: &str) -> Cow<'_, str> {
 struct PublishPlan {
     client: Client,
     urls: Arc<Vec<String>>,
+    /// Events per request (> 1: `POST /api/v1/events` with `names`).
+    batch: u64,
+    batch_url: String,
+    names: Vec<String>,
     /// Post the bare `{"seq","t"}` object (a foreign server) instead of Herald's envelope.
     raw: bool,
     events: u64,
@@ -1666,6 +1715,9 @@ async fn publish_loop(plan: Arc<PublishPlan>, latency: Histogram<u64>) -> Publis
         last_end: plan.start,
     };
     let topics = plan.urls.len() as u64;
+    if plan.batch > 1 {
+        return publish_batches(&plan, report).await;
+    }
     loop {
         let seq = plan.next.fetch_add(1, Ordering::Relaxed);
         if seq >= plan.events {
@@ -1709,6 +1761,66 @@ async fn publish_loop(plan: Arc<PublishPlan>, latency: Histogram<u64>) -> Publis
             }
             Err(e) => {
                 report.errors += 1;
+                report.first_error.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+}
+
+/// `--batch N`: publishes N events per `POST /api/v1/events` until every sequence number is
+/// taken (latency is per request).
+async fn publish_batches(plan: &PublishPlan, mut report: PublishReport) -> PublishReport {
+    let topics = plan.names.len() as u64;
+    loop {
+        let first = plan.next.fetch_add(plan.batch, Ordering::Relaxed);
+        if first >= plan.events {
+            return report;
+        }
+        let last = (first + plan.batch).min(plan.events);
+        if plan.rate > 0.0 {
+            let due = plan.start + Duration::from_secs_f64(first as f64 / plan.rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let t = unix_nanos();
+        let mut body = String::with_capacity(((last - first) * 80) as usize);
+        body.push('[');
+        for seq in first..last {
+            if seq > first {
+                body.push(',');
+            }
+            let topic = &plan.names[(seq % topics) as usize];
+            body.push_str(&format!(
+                r#"{{"topic":"{topic}","event":"bench","data":{{"seq":{seq},"t":{t}}}}}"#
+            ));
+        }
+        body.push(']');
+        let sent = Instant::now();
+        let result = async {
+            let resp = plan
+                .client
+                .post(&plan.batch_url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .timeout(PUBLISH_TIMEOUT)
+                .body(body)
+                .send()
+                .await?;
+            let resp = client::check(resp).await?;
+            resp.bytes().await?;
+            anyhow::Ok(())
+        }
+        .await;
+        let end = Instant::now();
+        report.last_end = report.last_end.max(end);
+        match result {
+            Ok(()) => {
+                for seq in first..last {
+                    plan.ok_per_topic[(seq % topics) as usize].fetch_add(1, Ordering::Relaxed);
+                }
+                let us = u64::try_from(end.duration_since(sent).as_micros()).unwrap_or(u64::MAX);
+                report.latency.saturating_record(us.max(1));
+            }
+            Err(e) => {
+                report.errors += (last - first).max(1);
                 report.first_error.get_or_insert_with(|| format!("{e:#}"));
             }
         }

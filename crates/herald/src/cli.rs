@@ -452,7 +452,7 @@ pub(crate) struct WebhookRecoverArgs {
 }
 
 /// `herald bench`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(
     long_about = "Measure fan-out against a running server.\n\n\
         Connects --subscribers subscribers spread over --topics topics (`<prefix>.t0`, \
@@ -486,6 +486,7 @@ pub(crate) struct WebhookRecoverArgs {
         herald bench --via stomp --events 100000 --publishers 16 --json\n  \
         herald bench --via longpoll --subscribers 1000 --rate 1000\n  \
         herald bench --via ws --events 0 --hold 5 --subscribers 10000 --server-pid $(pidof herald)\n  \
+        herald bench --via sse --also-via ws --subscribers 19000 --events 10 --hold 5   # half and half\n  \
         herald bench --sub-url 'http://127.0.0.1:8081/sub/{topic}' --pub-url 'http://127.0.0.1:8081/pub?chan={topic}'\n  \
         herald bench --server http://10.0.0.5:8080 --token $KEY --subscribers 50000"
 )]
@@ -498,6 +499,10 @@ pub(crate) struct BenchArgs {
     /// Subscriber transport.
     #[arg(long, value_enum, default_value_t = BenchVia::Sse)]
     pub(crate) via: BenchVia,
+    /// A second subscriber transport: subscribers alternate between --via and this one
+    /// (e.g. `--via sse --also-via ws`: half SSE, half WebSocket, on the same topics).
+    #[arg(long, value_enum, value_name = "VIA")]
+    pub(crate) also_via: Option<BenchVia>,
     /// Number of topics; subscribers and events are spread evenly over them.
     #[arg(long, default_value_t = 1, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) topics: u64,
@@ -513,6 +518,10 @@ pub(crate) struct BenchArgs {
     /// Concurrent HTTP publishers.
     #[arg(long, default_value_t = 4, value_name = "P", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) publishers: u64,
+    /// Events per publish request: above 1 the publishers POST batches to /api/v1/events
+    /// (Herald only), each event to its own topic in turn.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub(crate) batch: u64,
     /// Seconds to wait for outstanding deliveries after the last publish.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub(crate) timeout: f64,

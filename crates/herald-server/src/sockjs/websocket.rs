@@ -80,7 +80,7 @@ pub(super) async fn upgrade(
         Err(e) => return e.into_response(),
     };
     let max = state.config.limits.max_body_bytes;
-    ws.read_buffer_size(4096)
+    ws.read_buffer_size(1024)
         .write_buffer_size(4096)
         .max_message_size(max)
         .max_frame_size(max)

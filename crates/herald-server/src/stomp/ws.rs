@@ -81,7 +81,7 @@ async fn upgrade(
     };
     let max = state.config.limits.max_event_bytes + 64 * 1024;
     ws.protocols(["v12.stomp", "v11.stomp", "v10.stomp"])
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(4096)
         .max_message_size(max)
         .max_frame_size(max)
