@@ -7,8 +7,8 @@
 //! `{"seq": n, "t": <send time, Unix ns>}`; wait until every subscriber has every event of its
 //! topic (or the timeout passes); stop the subscribers and merge what they recorded.
 //!
-//! Subscribers speak SSE, the JSON WebSocket protocol, STOMP 1.2 over WebSocket or long
-//! polling; with URL templates (`--sub-url`, `--pub-url`) the same measurements drive another
+//! Subscribers speak SSE, the JSON WebSocket protocol, STOMP 1.2 over WebSocket, STOMP 1.2
+//! over SockJS's `websocket` transport or long polling; with URL templates (`--sub-url`, `--pub-url`) the same measurements drive another
 //! server, such as Nchan, that carries the `{"seq","t"}` object as its message.
 //!
 //! Each subscriber keeps its own latency histogram (no shared lock on the hot path) and a
@@ -78,6 +78,8 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(POLL_WAIT_SECS + 15);
 const STOMP_SUBPROTOCOL: &str = "v12.stomp";
 /// Most bytes of an incomplete STOMP frame a subscriber buffers before giving up.
 const STOMP_MAX_PENDING: usize = 16 * 1024 * 1024;
+/// Session URL path characters SockJS clients pick from (sockjs-client: 8 random ones).
+const SOCKJS_ID_CHARS: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz012345";
 
 /// What the whole bench shares.
 struct Shared {
@@ -342,7 +344,7 @@ impl Targets {
         let server = client.base.as_str();
         if let Some(t) = &args.sub_url {
             anyhow::ensure!(
-                t.contains("{topic}") || args.via == BenchVia::Stomp,
+                t.contains("{topic}") || matches!(args.via, BenchVia::Stomp | BenchVia::SockJs),
                 "--sub-url needs a {{topic}} placeholder, e.g. http://127.0.0.1:8081/sub/{{topic}}"
             );
         }
@@ -360,13 +362,14 @@ impl Targets {
             .iter()
             .map(|name| {
                 let url = match (&args.sub_url, args.via) {
-                    (Some(t), BenchVia::Ws | BenchVia::Stomp) => {
+                    (Some(t), BenchVia::Ws | BenchVia::Stomp | BenchVia::SockJs) => {
                         to_ws_scheme(&expand(t, server, name))
                     }
                     (Some(t), _) => expand(t, server, name),
                     (None, BenchVia::Sse | BenchVia::Longpoll) => client.events_url(name),
                     (None, BenchVia::Ws) => client.ws_url("/api/v1/ws"),
-                    (None, BenchVia::Stomp) => client.ws_url("/ws"),
+                    // STOMP's SockJS service is under /ws too (session URLs: see `sockjs_url`).
+                    (None, BenchVia::Stomp | BenchVia::SockJs) => client.ws_url("/ws"),
                 };
                 reqwest::Url::parse(&url).with_context(|| format!("{url:?} is not a URL"))?;
                 Ok(Arc::from(url))
@@ -402,6 +405,9 @@ enum WsMode {
     Raw,
     /// STOMP 1.2: CONNECT, SUBSCRIBE with a receipt, MESSAGE frames.
     Stomp,
+    /// The same STOMP 1.2 exchange in SockJS framing, on a fresh SockJS session per
+    /// connection (`<url>/<server>/<session>/websocket`).
+    SockJs,
 }
 
 /// How a subscriber reaches the server.
@@ -1063,9 +1069,10 @@ async fn doors(
                 })
             })
             .collect(),
-        BenchVia::Ws | BenchVia::Stomp => {
+        BenchVia::Ws | BenchVia::Stomp | BenchVia::SockJs => {
             let mode = match args.via {
                 BenchVia::Stomp => WsMode::Stomp,
+                BenchVia::SockJs => WsMode::SockJs,
                 _ if targets.ws_raw => WsMode::Raw,
                 _ => WsMode::Json,
             };
@@ -1146,8 +1153,10 @@ async fn subscriber(
                         ws_session(&shared, &target, &topic, &mut tr, &mut subscribed).await
                     }
                     WsMode::Raw => raw_ws_session(&shared, &target, &mut tr, &mut subscribed).await,
-                    WsMode::Stomp => {
-                        stomp_session(&shared, &target, &topic, &mut tr, &mut subscribed).await
+                    WsMode::Stomp | WsMode::SockJs => {
+                        let sockjs = *mode == WsMode::SockJs;
+                        stomp_session(&shared, &target, &topic, &mut tr, &mut subscribed, sockjs)
+                            .await
                     }
                 }
             }
@@ -1531,17 +1540,147 @@ enum StompPhase {
     Live,
 }
 
-/// One STOMP 1.2 session over WebSocket; `Ok` when stopped, `Err` when it failed or ended.
+/// The STOMP side of a subscriber: the frames carried by WebSocket or SockJS messages.
+struct StompReader {
+    phase: StompPhase,
+    /// Bytes of a frame that is not complete yet (frames may span messages).
+    pending: Vec<u8>,
+}
+
+impl StompReader {
+    fn new() -> Self {
+        Self {
+            phase: StompPhase::Connecting,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Handles the frames `bytes` completes, recording MESSAGEs received at `now`; `Ok(true)`
+    /// when CONNECTED came and SUBSCRIBE is due.
+    fn feed(&mut self, bytes: &[u8], now: u64, tr: &mut Tracker) -> anyhow::Result<bool> {
+        let from_pending = !self.pending.is_empty();
+        if from_pending {
+            self.pending.extend_from_slice(bytes);
+        }
+        let buf: &[u8] = if from_pending { &self.pending } else { bytes };
+        let mut used = 0;
+        let mut send_subscribe = false;
+        loop {
+            let (frame, n) = wire::parse_stomp(&buf[used..]).map_err(anyhow::Error::msg)?;
+            used += n;
+            let Some(f) = frame else { break };
+            match f.command {
+                b"MESSAGE" => {
+                    let id = f.message_id.and_then(|i| std::str::from_utf8(i).ok());
+                    tr.record(id, f.body, now);
+                }
+                b"CONNECTED" if self.phase == StompPhase::Connecting => {
+                    self.phase = StompPhase::Subscribing;
+                    send_subscribe = true;
+                }
+                b"RECEIPT" if f.receipt_id == Some(b"sub") => self.phase = StompPhase::Live,
+                b"ERROR" => anyhow::bail!(
+                    "STOMP ERROR: {}",
+                    String::from_utf8_lossy(f.message.unwrap_or(f.body))
+                ),
+                _ => {}
+            }
+        }
+        if from_pending {
+            self.pending.drain(..used);
+        } else if used < bytes.len() {
+            self.pending.extend_from_slice(&bytes[used..]);
+        }
+        anyhow::ensure!(
+            self.pending.len() <= STOMP_MAX_PENDING,
+            "a STOMP frame larger than {STOMP_MAX_PENDING} bytes"
+        );
+        Ok(send_subscribe)
+    }
+}
+
+/// A fresh SockJS session URL under the service URL `base`, as sockjs-client makes them:
+/// `<base>/<server: 3 digits>/<session: 8 random characters>/websocket`.
+fn sockjs_url(base: &str) -> anyhow::Result<String> {
+    use std::hash::BuildHasher as _;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // Randomly keyed SipHash of a counter: random enough for ids, no extra dependency.
+    let r = std::collections::hash_map::RandomState::new()
+        .hash_one(NEXT.fetch_add(1, Ordering::Relaxed));
+    let server = format!("{:03}", r % 1000);
+    let session: String = (0..8)
+        .map(|i| char::from(SOCKJS_ID_CHARS[(r >> (16 + 5 * i)) as usize % 32]))
+        .collect();
+    let mut url = reqwest::Url::parse(base).with_context(|| format!("{base:?} is not a URL"))?;
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("{base} cannot have a path"))?
+        .pop_if_empty()
+        .extend([server.as_str(), &session, "websocket"]);
+    Ok(url.into())
+}
+
+/// Sends a STOMP frame: as the WebSocket message, or (SockJS) as the one string of a JSON
+/// array, as sockjs-client does.
+async fn stomp_send(
+    ws: &mut WebSocketStream<TcpStream>,
+    frame: String,
+    sockjs: bool,
+) -> anyhow::Result<()> {
+    let text = if sockjs {
+        serde_json::to_string(&[frame])?
+    } else {
+        frame
+    };
+    ws.send(Message::text(text)).await?;
+    Ok(())
+}
+
+/// Waits for SockJS's open frame `o` on a new session.
+async fn sockjs_open(ws: &mut WebSocketStream<TcpStream>) -> anyhow::Result<()> {
+    loop {
+        let Some(msg) = ws_payload(ws.next().await)? else {
+            continue;
+        };
+        return match wire::sockjs_frame(message_bytes(&msg), &mut Vec::new())
+            .map_err(anyhow::Error::msg)?
+        {
+            wire::SockJsFrame::Open => Ok(()),
+            wire::SockJsFrame::Close(code, reason) => {
+                anyhow::bail!("SockJS session closed: {code} {reason}")
+            }
+            other => anyhow::bail!("SockJS: {other:?} before the open frame"),
+        };
+    }
+}
+
+/// One STOMP 1.2 session over WebSocket, or with `sockjs` over a new SockJS session's
+/// `websocket` transport; `Ok` when stopped, `Err` when it failed or ended.
 async fn stomp_session(
     shared: &Shared,
     target: &WsTarget<'_>,
     topic: &str,
     tr: &mut Tracker,
     subscribed: &mut bool,
+    sockjs: bool,
 ) -> anyhow::Result<()> {
     let mut slot = connect_slot(shared, *subscribed).await;
     let connect = async {
-        let mut ws = ws_connect(target, Some(STOMP_SUBPROTOCOL)).await?;
+        let mut ws = if sockjs {
+            // sockjs-client: no subprotocol; stompjs sends CONNECT once the session is open.
+            let url = sockjs_url(target.url)?;
+            let mut ws = ws_connect(
+                &WsTarget {
+                    url: &url,
+                    ..*target
+                },
+                None,
+            )
+            .await?;
+            sockjs_open(&mut ws).await?;
+            ws
+        } else {
+            ws_connect(target, Some(STOMP_SUBPROTOCOL)).await?
+        };
         let host = reqwest::Url::parse(target.url)
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned))
@@ -1551,7 +1690,7 @@ async fn stomp_session(
             frame.push_str(&format!("passcode:{}\n", stomp_escape(t)));
         }
         frame.push_str("\n\0");
-        ws.send(Message::text(frame)).await?;
+        stomp_send(&mut ws, frame, sockjs).await?;
         anyhow::Ok(ws)
     };
     let ws = tokio::select! {
@@ -1559,16 +1698,16 @@ async fn stomp_session(
         r = tokio::time::timeout(SUBSCRIBE_TIMEOUT, connect) => r,
     };
     let mut ws = ws.map_err(|_| anyhow::anyhow!("timed out connecting"))??;
-    let mut phase = StompPhase::Connecting;
+    let mut reader = StompReader::new();
+    // SockJS: the STOMP bytes of the message frame at hand, unescaped (reused).
+    let mut unwrapped: Vec<u8> = Vec::new();
     let deadline = tokio::time::Instant::now() + SUBSCRIBE_TIMEOUT;
-    // Bytes of a frame that is not complete yet (frames may span messages).
-    let mut pending: Vec<u8> = Vec::new();
     loop {
         let mut msg = tokio::select! {
             biased;
             _ = shared.stop.cancelled() => return Ok(()),
-            _ = tokio::time::sleep_until(deadline), if phase != StompPhase::Live => {
-                anyhow::bail!(if phase == StompPhase::Connecting {
+            _ = tokio::time::sleep_until(deadline), if reader.phase != StompPhase::Live => {
+                anyhow::bail!(if reader.phase == StompPhase::Connecting {
                     "timed out waiting for CONNECTED"
                 } else {
                     "timed out waiting for the RECEIPT of SUBSCRIBE"
@@ -1581,52 +1720,24 @@ async fn stomp_session(
         loop {
             if let Some(msg) = ws_payload(msg)? {
                 let bytes = message_bytes(&msg);
-                let buf: &[u8] = if pending.is_empty() {
-                    bytes
-                } else {
-                    pending.extend_from_slice(bytes);
-                    &pending
-                };
-                let mut used = 0;
-                let mut send_subscribe = false;
-                loop {
-                    let (frame, n) = wire::parse_stomp(&buf[used..]).map_err(anyhow::Error::msg)?;
-                    used += n;
-                    let Some(f) = frame else { break };
-                    match f.command {
-                        b"MESSAGE" => {
-                            let id = f.message_id.and_then(|i| std::str::from_utf8(i).ok());
-                            tr.record(id, f.body, now);
+                let stomp: &[u8] = if sockjs {
+                    unwrapped.clear();
+                    match wire::sockjs_frame(bytes, &mut unwrapped).map_err(anyhow::Error::msg)? {
+                        wire::SockJsFrame::Messages => &unwrapped,
+                        wire::SockJsFrame::Open | wire::SockJsFrame::Heartbeat => &[],
+                        wire::SockJsFrame::Close(code, reason) => {
+                            anyhow::bail!("SockJS session closed: {code} {reason}")
                         }
-                        b"CONNECTED" if phase == StompPhase::Connecting => {
-                            phase = StompPhase::Subscribing;
-                            send_subscribe = true;
-                        }
-                        b"RECEIPT" if f.receipt_id == Some(b"sub") => {
-                            phase = StompPhase::Live;
-                            drop(slot.take());
-                            shared.subscribed(subscribed);
-                        }
-                        b"ERROR" => anyhow::bail!(
-                            "STOMP ERROR: {}",
-                            String::from_utf8_lossy(f.message.unwrap_or(f.body))
-                        ),
-                        _ => {}
                     }
-                }
-                if used < buf.len() {
-                    let rest = buf[used..].to_vec();
-                    anyhow::ensure!(
-                        rest.len() <= STOMP_MAX_PENDING,
-                        "a STOMP frame larger than {STOMP_MAX_PENDING} bytes"
-                    );
-                    pending = rest;
                 } else {
-                    pending.clear();
+                    bytes
+                };
+                if reader.feed(stomp, now, tr)? {
+                    stomp_send(&mut ws, stomp_subscribe(topic, tr.cursor()), sockjs).await?;
                 }
-                if send_subscribe {
-                    ws.send(Message::text(stomp_subscribe(topic, tr.cursor())))
-                        .await?;
+                if reader.phase == StompPhase::Live && !*subscribed {
+                    drop(slot.take());
+                    shared.subscribed(subscribed);
                 }
             }
             batch += 1;
@@ -1906,6 +2017,31 @@ mod tests {
         assert_eq!(to_ws_scheme("ws://h/ws"), "ws://h/ws");
         assert_eq!(stomp_escape("a.b"), "a.b");
         assert_eq!(stomp_escape("a:b\\c\n"), "a\\cb\\\\c\\n");
+    }
+
+    #[test]
+    fn sockjs_session_urls() {
+        let a = sockjs_url("ws://127.0.0.1:8080/ws").unwrap();
+        let b = sockjs_url("ws://127.0.0.1:8080/ws").unwrap();
+        assert_ne!(a, b, "a fresh session per connection");
+        for url in [&a, &b] {
+            let parts: Vec<&str> = url
+                .strip_prefix("ws://127.0.0.1:8080/ws/")
+                .unwrap()
+                .split('/')
+                .collect();
+            assert_eq!(parts.len(), 3, "{url}");
+            assert!(parts[0].len() == 3 && parts[0].bytes().all(|c| c.is_ascii_digit()));
+            assert!(parts[1].len() == 8 && parts[1].bytes().all(|c| SOCKJS_ID_CHARS.contains(&c)));
+            assert_eq!(parts[2], "websocket");
+        }
+        // A trailing slash and a query (a --sub-url) stay where they belong.
+        let c = sockjs_url("ws://h/stomp/?k=v").unwrap();
+        assert!(
+            c.starts_with("ws://h/stomp/") && c.ends_with("/websocket?k=v"),
+            "{c}"
+        );
+        assert_eq!(c.matches('/').count(), 6, "{c}");
     }
 
     #[test]

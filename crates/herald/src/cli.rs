@@ -464,13 +464,17 @@ pub(crate) struct WebhookRecoverArgs {
         delivered, or --timeout seconds after the last publish.\n\n\
         Subscribers (--via): `sse` (Server-Sent Events), `ws` (the JSON WebSocket protocol at \
         /api/v1/ws), `stomp` (STOMP 1.2 over WebSocket at /ws, subprotocol v12.stomp, \
-        destination /topic/<topic>) or `longpoll` (GET .../events?after=N&wait=30&limit=1000 \
-        in a loop).\n\n\
+        destination /topic/<topic>), `sockjs` (the same STOMP 1.2 exchange over SockJS's \
+        websocket transport, as sockjs-client and stompjs in a browser: a new session \
+        /ws/<server>/<session>/websocket per connection, frames sent as [\"...\"] and read \
+        from a[...]) or `longpoll` (GET .../events?after=N&wait=30&limit=1000 in a loop).\n\n\
         Other servers (Nchan, say) are measured with URL templates, where `{topic}` is the \
         topic name and `{server}` the --server URL: --pub-url makes the publishers POST the \
         bare {\"seq\",\"t\"} object (any 2xx is success) instead of Herald's envelope; \
         --sub-url is where subscribers connect. With --via ws and --sub-url, each WebSocket \
         message is taken as one event's data and no subscribe message is sent (--ws-raw). \
+        With --via sockjs, --sub-url is the SockJS service URL, under which the session \
+        paths are added. \
         Events are told apart by `seq`: ids that are not numbers are only used to resume.\n\n\
         --server-pid PID (a server on this machine) adds the server's memory per connection \
         (VmRSS growth while connecting, after --hold) and its CPU time per delivery over the \
@@ -484,6 +488,7 @@ pub(crate) struct WebhookRecoverArgs {
         herald bench                                          # 1000 SSE subscribers, 10000 events\n  \
         herald bench --via ws --subscribers 10000 --topics 10\n  \
         herald bench --via stomp --events 100000 --publishers 16 --json\n  \
+        herald bench --via sockjs --subscribers 5000\n  \
         herald bench --via longpoll --subscribers 1000 --rate 1000\n  \
         herald bench --via ws --events 0 --hold 5 --subscribers 10000 --server-pid $(pidof herald)\n  \
         herald bench --via sse --also-via ws --subscribers 19000 --events 10 --hold 5   # half and half\n  \
@@ -571,6 +576,9 @@ pub(crate) enum BenchVia {
     Ws,
     /// STOMP 1.2 over WebSocket.
     Stomp,
+    /// STOMP 1.2 over SockJS (its websocket transport).
+    #[value(name = "sockjs")]
+    SockJs,
     /// Long polling.
     #[value(alias = "poll")]
     Longpoll,
@@ -583,6 +591,7 @@ impl BenchVia {
             Self::Sse => "sse",
             Self::Ws => "ws",
             Self::Stomp => "stomp",
+            Self::SockJs => "sockjs",
             Self::Longpoll => "longpoll",
         }
     }

@@ -3,6 +3,8 @@
 //!
 //! - [`SseReader`]: `text/event-stream` events as `(id, data)` pairs.
 //! - [`parse_stomp`]: one STOMP frame at the front of a buffer, headers left as byte slices.
+//! - [`sockjs_frame`]: one frame of SockJS's `websocket` transport, the messages of an
+//!   `a[...]` unescaped straight into a reusable buffer (no `String` per message).
 //! - [`bench_payload`]: the bench's own `{"seq":N,"t":N}`, read without a JSON parser, and
 //!   [`ws_json_event`]: the id and data of a JSON WebSocket `event` message, likewise.
 
@@ -175,6 +177,96 @@ pub(super) fn parse_stomp(buf: &[u8]) -> Result<(Option<StompFrame<'_>>, usize),
     Ok((Some(frame), body_end + 1))
 }
 
+/// A frame the server sends on SockJS's `websocket` transport (one per WebSocket message).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum SockJsFrame {
+    /// `o`: the session is open.
+    Open,
+    /// `h`: a heartbeat.
+    Heartbeat,
+    /// `a[...]`: its messages were appended to the buffer given, one after the other.
+    Messages,
+    /// `c[code,"reason"]`: the session is closed.
+    Close(u16, String),
+}
+
+/// Reads one SockJS frame. The strings of an `a[...]` are JSON-decoded by serde_json straight
+/// onto the end of `out`, without a `String` per message: STOMP frames end with their NUL, so
+/// the concatenation is the STOMP stream they carry.
+///
+/// # Errors
+/// Anything but `o`, `h`, an `a` with a JSON array of strings, or a `c` with `[code, reason]`.
+pub(super) fn sockjs_frame(msg: &[u8], out: &mut Vec<u8>) -> Result<SockJsFrame, &'static str> {
+    let Some((&kind, rest)) = msg.split_first() else {
+        return Err("an empty SockJS frame");
+    };
+    match kind {
+        b'o' if rest.is_empty() => Ok(SockJsFrame::Open),
+        b'h' if rest.is_empty() => Ok(SockJsFrame::Heartbeat),
+        b'a' => {
+            let mut de = serde_json::Deserializer::from_slice(rest);
+            serde::de::DeserializeSeed::deserialize(AppendStrings(out), &mut de)
+                .and_then(|()| de.end())
+                .map_err(|_| "a SockJS message frame that is not a JSON array of strings")?;
+            Ok(SockJsFrame::Messages)
+        }
+        b'c' => serde_json::from_slice::<(u16, String)>(rest)
+            .map(|(code, reason)| SockJsFrame::Close(code, reason))
+            .map_err(|_| "a SockJS close frame that is not c[code,\"reason\"]"),
+        _ => Err("not a SockJS frame (o, h, a[...] or c[...])"),
+    }
+}
+
+/// Deserializes a JSON array of strings by appending each string's bytes to the buffer.
+struct AppendStrings<'b>(&'b mut Vec<u8>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for AppendStrings<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for AppendStrings<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of strings")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let out = self.0;
+        while seq.next_element_seed(AppendString(&mut *out))?.is_some() {}
+        Ok(())
+    }
+}
+
+/// Deserializes one JSON string by appending its bytes to the buffer (serde_json hands out the
+/// unescaped string from its scratch space or the input: no allocation here).
+struct AppendString<'b>(&'b mut Vec<u8>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for AppendString<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for AppendString<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<(), E> {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
 /// `(seq, t)` of the data exactly as the publishers write it, `{"seq":N,"t":N}`; `None` for
 /// anything else (which the caller then hands to a JSON parser).
 pub(super) fn bench_payload(data: &[u8]) -> Option<(u64, u64)> {
@@ -327,5 +419,58 @@ mod tests {
         assert_eq!(f.unwrap().receipt_id, Some(&b"77"[..]));
         assert!(parse_stomp(b"MESSAGE\nbad header\n\n\0").is_err());
         assert!(parse_stomp(b"MESSAGE\ncontent-length:1\n\nab\0").is_err());
+    }
+
+    #[test]
+    fn sockjs_frames() {
+        let mut out = Vec::new();
+        assert_eq!(sockjs_frame(b"o", &mut out), Ok(SockJsFrame::Open));
+        assert_eq!(sockjs_frame(b"h", &mut out), Ok(SockJsFrame::Heartbeat));
+        assert!(out.is_empty());
+        // Two STOMP frames in one message frame, with JSON and SockJS escapes (NUL, U+2028).
+        let msg = br#"a["CONNECTED\nversion:1.2\n\n\u0000","MESSAGE\nmessage-id:7\ncontent-length:12\n\n{\"seq\":1}\u2028\u0000"]"#;
+        assert_eq!(sockjs_frame(msg, &mut out), Ok(SockJsFrame::Messages));
+        assert_eq!(
+            out,
+            "CONNECTED\nversion:1.2\n\n\0MESSAGE\nmessage-id:7\ncontent-length:12\n\n{\"seq\":1}\u{2028}\0"
+                .as_bytes()
+        );
+        let (f, used) = parse_stomp(&out).unwrap();
+        assert_eq!(f.unwrap().command, b"CONNECTED");
+        let (f, used2) = parse_stomp(&out[used..]).unwrap();
+        let f = f.unwrap();
+        assert_eq!(
+            (f.message_id, f.body),
+            (Some(&b"7"[..]), "{\"seq\":1}\u{2028}".as_bytes())
+        );
+        assert_eq!(used + used2, out.len());
+        // Appends: the caller clears.
+        assert_eq!(sockjs_frame(br#"a[]"#, &mut out), Ok(SockJsFrame::Messages));
+        assert_eq!(
+            sockjs_frame(br#"a["x"]"#, &mut out),
+            Ok(SockJsFrame::Messages)
+        );
+        assert_eq!(out.last(), Some(&b'x'));
+        assert_eq!(
+            sockjs_frame(br#"c[3000,"Go away!"]"#, &mut out),
+            Ok(SockJsFrame::Close(3000, "Go away!".into()))
+        );
+        for bad in [
+            &b""[..],
+            b"x",
+            b"oo",
+            b"a",
+            b"a[1]",
+            br#"a["x""#,
+            br#"a["x"]]"#,
+            br#"a{"x":1}"#,
+            br#"c[3000]"#,
+        ] {
+            assert!(
+                sockjs_frame(bad, &mut Vec::new()).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }
