@@ -1846,22 +1846,7 @@ async fn publish_loop(plan: Arc<PublishPlan>, latency: Histogram<u64>) -> Publis
             format!(r#"{{"event":"bench","data":{{"seq":{seq},"t":{t}}}}}"#)
         };
         let sent = Instant::now();
-        let result = async {
-            let resp = plan
-                .client
-                .post(&plan.urls[topic])
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .timeout(PUBLISH_TIMEOUT)
-                .body(body)
-                .send()
-                .await?;
-            // Any 2xx is success.
-            let resp = client::check(resp).await?;
-            // Read the receipt so the connection can be reused.
-            resp.bytes().await?;
-            anyhow::Ok(())
-        }
-        .await;
+        let result = post_json(&plan, &plan.urls[topic], body).await;
         let end = Instant::now();
         report.last_end = report.last_end.max(end);
         match result {
@@ -1876,6 +1861,22 @@ async fn publish_loop(plan: Arc<PublishPlan>, latency: Histogram<u64>) -> Publis
             }
         }
     }
+}
+
+/// One publish request: any 2xx is success; the receipt is read so the connection can be
+/// reused.
+async fn post_json(plan: &PublishPlan, url: &str, body: String) -> anyhow::Result<()> {
+    let resp = plan
+        .client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .timeout(PUBLISH_TIMEOUT)
+        .body(body)
+        .send()
+        .await?;
+    let resp = client::check(resp).await?;
+    resp.bytes().await?;
+    Ok(())
 }
 
 /// `--batch N`: publishes N events per `POST /api/v1/events` until every sequence number is
@@ -1906,20 +1907,7 @@ async fn publish_batches(plan: &PublishPlan, mut report: PublishReport) -> Publi
         }
         body.push(']');
         let sent = Instant::now();
-        let result = async {
-            let resp = plan
-                .client
-                .post(&plan.batch_url)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .timeout(PUBLISH_TIMEOUT)
-                .body(body)
-                .send()
-                .await?;
-            let resp = client::check(resp).await?;
-            resp.bytes().await?;
-            anyhow::Ok(())
-        }
-        .await;
+        let result = post_json(plan, &plan.batch_url, body).await;
         let end = Instant::now();
         report.last_end = report.last_end.max(end);
         match result {
