@@ -4,12 +4,15 @@
 //! # Layout
 //! - [`TestServer`]: spawn, URLs, a client, restart on the same data, clean stop.
 //! - [`NatsServer`]: a `nats-server -js` process of the test's own.
+//! - [`free_port`]: a port for a server process of the test's own.
 //! - [`WebhookReceiver`]: a recording, scriptable HTTP receiver for outbound webhooks.
 
 mod nats;
+mod ports;
 mod receiver;
 
 pub use nats::{NatsCluster, NatsServer};
+pub use ports::free_port;
 pub use receiver::{Answer, Received, WebhookReceiver};
 
 use std::{

@@ -4,13 +4,15 @@
 //! stopped and started again.
 
 use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use tempfile::TempDir;
+
+use crate::free_port;
 
 /// One JetStream server process with its store directory.
 pub struct NatsServer {
@@ -19,11 +21,6 @@ pub struct NatsServer {
     dir: TempDir,
     /// The config file passed with `-c` ([`start_with_config`](Self::start_with_config)).
     config: Option<PathBuf>,
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
 }
 
 impl NatsServer {
@@ -35,7 +32,7 @@ impl NatsServer {
             dir: TempDir::new().expect("temp dir"),
             config: None,
         };
-        s.spawn();
+        s.spawn_on_some_port();
         s
     }
 
@@ -53,7 +50,7 @@ impl NatsServer {
             dir,
             config: Some(config),
         };
-        s.spawn();
+        s.spawn_on_some_port();
         s
     }
 
@@ -67,7 +64,28 @@ impl NatsServer {
         self.dir.path().join("nats.log")
     }
 
+    /// Spawns it; when it cannot start, once more on another port (another test's process may
+    /// have taken the one picked), up to three times.
+    fn spawn_on_some_port(&mut self) {
+        let mut failures = Vec::new();
+        for _ in 0..SPAWN_TRIES {
+            match self.try_spawn() {
+                Ok(()) => return,
+                Err(why) => failures.push(why),
+            }
+            self.stop();
+            self.port = free_port();
+        }
+        panic!("{}", failures.join("\n"));
+    }
+
     fn spawn(&mut self) {
+        if let Err(why) = self.try_spawn() {
+            panic!("{why}");
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         let (port, store, log) = (self.port, self.store(), self.log_file());
         let config = self.config.clone();
         let stderr = self.dir.path().join("nats.stderr");
@@ -82,20 +100,14 @@ impl NatsServer {
                 .arg("-sd")
                 .arg(&store);
         });
-        // Held before waiting, so that a panic below still kills it (on drop).
+        // Held before waiting, so that it is killed on drop whatever happens.
         let child = self.child.insert(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                let said = [&stderr, &log]
-                    .map(|p| std::fs::read_to_string(p).unwrap_or_default())
-                    .join("");
-                panic!("nats-server exited at start ({status}):\n{said}");
-            }
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(child, port, Duration::from_secs(10)).map_err(|why| {
+            let said = [&stderr, &log]
+                .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+                .join("");
+            format!("nats-server on port {port}: {why}\n{said}")
+        })
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -138,15 +150,25 @@ fn run_nats(args: &dyn Fn(&mut Command)) -> Child {
         .expect("nats-server on PATH (scripts/test-deps installs it)")
 }
 
-/// Waits until something accepts connections on `port` (panics after `within`).
-fn wait_listening(port: u16, within: Duration, what: &str) {
+/// Waits until `child` accepts connections on `port`; `Err` when it exits first (a port of
+/// its was taken, say) or after `within`.
+fn wait_listening(child: &mut Child, port: u16, within: Duration) -> Result<(), String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + within;
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start");
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited at start ({status})"));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("not listening after {within:?}"));
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+    Ok(())
 }
+
+/// How many times [`NatsCluster::spawn`] picks new ports when a server cannot start.
+const SPAWN_TRIES: usize = 3;
 
 /// How many servers a [`NatsCluster`] has.
 const CLUSTER_SIZE: usize = 3;
@@ -182,8 +204,27 @@ impl NatsCluster {
     /// How many servers it has.
     pub const SIZE: usize = CLUSTER_SIZE;
 
-    /// Starts the three servers and waits until the cluster is [`ready`](Self::ready).
+    /// Starts the three servers and waits until the cluster is [`ready`](Self::ready). When a
+    /// server cannot start (another test's process took one of its ports between picking and
+    /// binding), all three start again on new ports, up to three times.
     pub async fn spawn() -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..SPAWN_TRIES {
+            let mut cluster = Self::configure();
+            match (0..CLUSTER_SIZE).try_for_each(|i| cluster.try_start(i)) {
+                Ok(()) => {
+                    cluster.ready().await;
+                    return cluster;
+                }
+                Err(why) => failures.push(format!("{why}\n{}", cluster.log_tails(10))),
+            }
+        }
+        panic!("the NATS cluster did not start:\n{}", failures.join("\n"));
+    }
+
+    /// Writes the three servers' config files (fresh ports, store directories) in a new temp
+    /// dir; starts nothing.
+    fn configure() -> Self {
         let dir = TempDir::new().expect("temp dir");
         let ports: Vec<(u16, u16, u16)> = (0..CLUSTER_SIZE)
             .map(|_| (free_port(), free_port(), free_port()))
@@ -223,19 +264,14 @@ impl NatsCluster {
                 child: None,
             });
         }
-        let mut cluster = Self {
+        Self {
             members,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .build()
                 .expect("client"),
             _dir: dir,
-        };
-        for i in 0..CLUSTER_SIZE {
-            cluster.start(i);
         }
-        cluster.ready().await;
-        cluster
     }
 
     /// Every server's URL, comma-separated: `nats://127.0.0.1:<p0>,nats://127.0.0.1:<p1>,...`.
@@ -272,21 +308,28 @@ impl NatsCluster {
     /// Starts server `i` (again: same name, ports and store) and waits until it accepts
     /// client connections. It may not have caught up with the cluster yet: see
     /// [`ready`](Self::ready).
+    ///
+    /// # Panics
+    /// When it exits at start or does not listen within 10 s, with its log.
     pub fn start(&mut self, i: usize) {
-        if self.members[i].child.is_some() {
-            return;
+        if let Err(why) = self.try_start(i) {
+            panic!("{why}\n{}", self.log_tails(20));
         }
-        let m = &self.members[i];
-        let config = m.config.clone();
+    }
+
+    fn try_start(&mut self, i: usize) -> Result<(), String> {
+        if self.members[i].child.is_some() {
+            return Ok(());
+        }
+        let config = self.members[i].config.clone();
         let child = run_nats(&|c| {
             c.arg("-c").arg(&config);
         });
-        self.members[i].child = Some(child);
-        wait_listening(
-            self.members[i].port,
-            Duration::from_secs(10),
-            &format!("nats-server {}", self.members[i].name),
-        );
+        let m = &mut self.members[i];
+        // Held before waiting, so that it is killed on drop whatever happens.
+        let child = m.child.insert(child);
+        wait_listening(child, m.port, Duration::from_secs(10))
+            .map_err(|why| format!("nats-server {}: {why}", m.name))
     }
 
     /// Waits until every running server answers `/healthz` with 200 (on 2.9: JetStream on,

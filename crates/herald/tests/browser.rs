@@ -5,6 +5,7 @@
 mod common;
 
 use common::{ServerGuard, repo, run_bounded};
+use herald_test_support::free_port;
 
 use std::{
     net::TcpListener,
@@ -51,14 +52,6 @@ fn reference_design_snippets_run_in_chromium() {
     println!("{out}");
     assert!(ok, "browser checks failed:\n{out}");
     assert!(!out.contains("FAIL"));
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

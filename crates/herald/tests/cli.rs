@@ -5,6 +5,7 @@
 //! Every command runs under a timeout, and every process a test starts is killed when the test
 //! ends, even when it fails ([`ChildGuard`]).
 
+use herald_test_support::free_port;
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{TcpListener, TcpStream},
@@ -64,14 +65,6 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The one line a failing command wrote to stderr.

@@ -5,7 +5,6 @@
 use std::{
     collections::{HashMap, HashSet},
     ffi::OsStr,
-    net::TcpListener,
     path::Path,
     process::{Child, Command, Stdio},
     sync::{
@@ -15,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use herald_test_support::{Answer, WebhookReceiver};
+use herald_test_support::{Answer, WebhookReceiver, free_port};
 use serde_json::{Value, json};
 
 /// Kills the child on drop, so a failing test leaves no server behind.
@@ -26,14 +25,6 @@ impl Drop for ServerGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `herald serve` on `data` (default durability: fsync) with `extra` arguments.

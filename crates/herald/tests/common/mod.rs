@@ -1,6 +1,7 @@
 //! Helpers shared by the tests that drive the real binary with outside programs.
 #![allow(dead_code)]
 
+pub(crate) use herald_test_support::free_port;
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -50,15 +51,6 @@ pub(crate) fn run_bounded(mut cmd: Command, limit: Duration) -> (bool, String) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// A port that was free a moment ago.
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The `herald` binary without the caller's `HERALD_*` or `RUST_LOG` settings.
