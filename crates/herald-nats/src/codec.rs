@@ -28,6 +28,8 @@ pub(crate) struct Subjects {
     events: String,
     /// `<prefix>.dlv.`
     deliveries: String,
+    /// `<prefix>.dlvq.`
+    work: String,
 }
 
 impl Subjects {
@@ -35,6 +37,7 @@ impl Subjects {
         Self {
             events: format!("{prefix}.ev."),
             deliveries: format!("{prefix}.dlv."),
+            work: format!("{prefix}.dlvq."),
         }
     }
 
@@ -46,6 +49,16 @@ impl Subjects {
     /// The subject of an endpoint's deliveries.
     pub(crate) fn deliveries(&self, endpoint: &str) -> String {
         format!("{}{endpoint}", self.deliveries)
+    }
+
+    /// `<prefix>.dlvq.>`: every work-queue message of a delivery (the work-queue stream).
+    pub(crate) fn all_work(&self) -> String {
+        format!("{}>", self.work)
+    }
+
+    /// The subject of an endpoint's work-queue messages.
+    pub(crate) fn work(&self, endpoint: &str) -> String {
+        format!("{}{endpoint}", self.work)
     }
 
     /// `<prefix>.ev.>`: every event.
@@ -163,6 +176,9 @@ mod tests {
         assert_eq!(s.topic_of("herald.dlv.a"), None);
         assert_eq!(s.deliveries("wh_1"), "herald.dlv.wh_1");
         assert_eq!(s.all_deliveries(), "herald.dlv.>");
+        assert_eq!(s.work("wh_1"), "herald.dlvq.wh_1");
+        assert_eq!(s.all_work(), "herald.dlvq.>");
+        assert_eq!(s.topic_of("herald.dlvq.a"), None);
     }
 
     #[test]

@@ -31,9 +31,10 @@
 //!   `<stream>_outbox` that every node pulls from and acknowledges only once an event's
 //!   deliveries are stored; delivery bodies in the stream `<stream>_DLV` (the sequence is the
 //!   delivery id), their state in `<stream>_dlvstate` and attempts in `<stream>_attempts`.
-//!   A node claims a delivery with a lease (compare-and-set) before attempting it, so one node
-//!   attempts it at a time, and a dead node's deliveries go to the others when its leases
-//!   run out (`lease`).
+//!   Each delivery to be made is a message of the work-queue stream `<stream>_DLVQ`, pulled
+//!   by the nodes through one durable consumer per endpoint: one node holds it at a time,
+//!   acknowledges it on success, answers a nak with the retry delay for a retry, and a dead
+//!   node's messages go to the others when the ack wait (`lease`) runs out.
 //! - **Queues** (see `queues`): STOMP `/queue/<name>` messages are events on `_queue.<name>`;
 //!   each queue is a durable pull consumer every node pulls from, so each message is leased
 //!   to one node at a time, acknowledged when consumed, released on NACK or disconnect, and
@@ -50,7 +51,7 @@
 //! - `read`: `read` and `latest` through ephemeral consumers.
 //! - `retention`: `maintain` (purges per topic) and `floors` (the shared floors bucket).
 //! - `queues`: the shared STOMP queues.
-//! - `webhooks`: the cluster webhooks (endpoints, outbox, deliveries, leases).
+//! - `webhooks`: the cluster webhooks (endpoints, outbox, deliveries, work queue).
 //! - `error`: [`NatsError`].
 //!
 //! [`LogError::Unavailable`]: herald_core::LogError::Unavailable

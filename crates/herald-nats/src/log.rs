@@ -274,6 +274,34 @@ async fn stream_trouble(shared: &Shared) -> Option<String> {
     }
 }
 
+/// A durable pull consumer that every node pulls from and that hands each message to one
+/// pull at a time until it is acknowledged or `ack_wait` runs out (shared queues, the
+/// webhook work queue): explicit acks, from the first retained message, never given up.
+pub(crate) async fn open_shared_consumer(
+    stream: &async_nats::jetstream::stream::Stream,
+    durable: &str,
+    description: String,
+    filter_subject: String,
+    ack_wait: std::time::Duration,
+    max_ack_pending: i64,
+) -> Result<async_nats::jetstream::consumer::PullConsumer, String> {
+    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    let config = pull::Config {
+        durable_name: Some(durable.to_owned()),
+        description: Some(description),
+        filter_subject,
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait,
+        max_deliver: -1,
+        max_ack_pending,
+        ..Default::default()
+    };
+    retry_race(|| stream.get_or_create_consumer(durable, config.clone()))
+        .await
+        .map_err(|e| e.to_string())
+}
+
 pub(crate) async fn retry_race<T, E, F, Fut>(mut step: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,

@@ -20,10 +20,10 @@ pub struct NatsOptions {
     pub tls_ca: Option<PathBuf>,
     /// How long connecting may take at start-up.
     pub connect_timeout: Duration,
-    /// How long a node's claim on shared work lasts unless renewed (`cluster.lease`): a
-    /// webhook delivery it is attempting (renewed every third of this while the attempt
-    /// runs), the events its outbox is turning into deliveries (the outbox consumer's ack
-    /// wait) and the queued STOMP messages it holds for its consumers (renewed likewise).
+    /// How long a node's claim on shared work lasts unless renewed (`cluster.lease`): the
+    /// ack wait of the webhook work queue (a delivery it is attempting, marked in progress
+    /// every third of this while the attempt runs), of the outbox consumer (the events it is
+    /// turning into deliveries) and of the STOMP queues (messages it holds for its consumers).
     /// When a node dies (`kill -9`), the other nodes take its work over after at most this
     /// long. Default 30 s.
     pub lease: Duration,

@@ -19,11 +19,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use async_nats::jetstream::{
-    AckKind, Message,
-    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
-    message::Acker,
-};
+use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer, message::Acker};
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use herald_core::{Lease, Leased, LogError, SharedQueues};
 use tokio::sync::Mutex;
@@ -59,23 +55,14 @@ impl NatsQueues {
         if let Some(c) = consumers.get(name) {
             return Ok(c.clone());
         }
-        let durable = consumer_name(&self.shared.stream_name, name);
-        let config = pull::Config {
-            durable_name: Some(durable.clone()),
-            description: Some(format!("Herald queue /queue/{name}")),
-            filter_subject: self.shared.subjects.topic(&format!("{QUEUE_PREFIX}{name}")),
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: self.lease,
-            max_deliver: -1,
-            max_ack_pending: MAX_ACK_PENDING,
-            ..Default::default()
-        };
-        let consumer: PullConsumer = crate::log::retry_race(|| {
-            self.shared
-                .stream
-                .get_or_create_consumer(&durable, config.clone())
-        })
+        let consumer = crate::log::open_shared_consumer(
+            &self.shared.stream,
+            &consumer_name(&self.shared.stream_name, name),
+            format!("Herald queue /queue/{name}"),
+            self.shared.subjects.topic(&format!("{QUEUE_PREFIX}{name}")),
+            self.lease,
+            MAX_ACK_PENDING,
+        )
         .await
         .map_err(|e| self.shared.fail("open a queue consumer", e))?;
         consumers.insert(name.to_owned(), consumer.clone());

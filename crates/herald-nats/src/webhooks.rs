@@ -9,34 +9,45 @@
 //!   so the consumer is the durable dispatch cursor of SPEC 7.1 (see `outbox`).
 //! - **Deliveries**: the stream `<stream>_DLV` on `<prefix>.dlv.<endpoint id>` holds each
 //!   delivery's request body; its sequence is the delivery id (increasing, as the API wants).
+//! - **Work queue**: the stream `<stream>_DLVQ` (work-queue retention) on
+//!   `<prefix>.dlvq.<endpoint id>` holds one message per delivery to be made, `"<delivery id>
+//!   <generation>"`, and each endpoint has one durable pull consumer, `<stream>_wh_<endpoint
+//!   id>`, that every node pulls from (see below).
 //! - **Delivery state**: the KV bucket `<stream>_dlvstate`, `<endpoint id>.<delivery id>` →
-//!   status, attempts made, next attempt, last chance and the *lease* (see `records`). Every
-//!   node mirrors it in memory through a watch; due work, listings and queue stats are
-//!   answered from the mirror, and every change goes through compare-and-set on the key's
-//!   revision.
+//!   status, attempts made, next attempt, last chance and generation (see `records`). Every
+//!   node mirrors it in memory through a watch; listings and queue stats are answered from
+//!   the mirror, and every change goes through compare-and-set on the key's revision.
 //! - **Attempts**: the KV bucket `<stream>_attempts`, same keys → the latest
 //!   [`MAX_ATTEMPTS_KEPT`] attempts as JSON.
 //!
-//! # One node at a time: leases
-//! [`Webhooks::due`] claims each delivery it hands out by writing a lease (this node, until
-//! now + `lease`) with compare-and-set: of two nodes racing for one delivery exactly
-//! one write succeeds, the other node skips it. Leases of held deliveries are renewed every
-//! third of the lease; [`Webhooks::record`] ends the lease with the outcome; `close` gives the
-//! leases still held back. When a node dies (`kill -9`) its leases run out and the others
-//! take its deliveries over: due answers, as the next due time, when the lease ends.
+//! # One node at a time: the work queue
+//! A node attempts a delivery only while it holds the delivery's work-queue message, which
+//! JetStream hands to one pull at a time ([`Webhooks::due`] pulls as many as the dispatcher
+//! has free slots for that endpoint):
+//! - success or final failure: the message is acknowledged (awaiting the server's
+//!   confirmation), which removes it from the work queue;
+//! - a retry: the message is negatively acknowledged with the retry delay, so JetStream
+//!   hands it out again (to any node) when the retry is due;
+//! - while the attempt runs, the holder sends "work in progress" every third of the ack wait
+//!   (`cluster.lease`);
+//! - a node that stops gives what it holds back at once (a nak without delay); one that dies
+//!   (`kill -9`) or loses NATS for longer than the ack wait has its messages handed out again
+//!   when the ack wait runs out.
 //!
-//! Why not a work-queue stream with a consumer per endpoint for the deliveries (SPEC 13
-//! words it so): the API needs finished deliveries listed and retried, pending ones made due
-//! at once (a nak delay cannot be shortened), and the next due time of every endpoint, none
-//! of which a work queue answers. The work queue all nodes consume is the outbox consumer;
-//! deliveries are claimed with leases instead of acks, which gives the same guarantees (one
-//! node at a time, a dead node's work redone by another) over one model that also serves
-//! retries, listings and stats.
+//! Before attempting, a node reads the delivery's state: a message of a delivery that is
+//! finished, removed, or of an older generation (a manual retry published a newer message)
+//! is acknowledged and dropped; one that comes early (clocks) is put back with the rest of the
+//! delay. A manual retry or recover sets the state due now with the next generation and
+//! publishes a message of that generation (`Nats-Msg-Id: q.<id>.<generation>`, so a redo
+//! stores nothing twice). The state and attempts stay in KV, because the API lists finished
+//! deliveries, shows their attempts and answers queue stats, none of which a work queue keeps.
 //!
 //! # Signal
-//! The state watch marks an endpoint whenever one of its deliveries becomes attemptable by
-//! anyone (new, rescheduled, retried, released); the outbox and the API mark their own
-//! writes at once.
+//! The state watch marks an endpoint whenever one of its deliveries is stored pending (new,
+//! rescheduled, retried); the outbox and the API mark their own writes at once. Work-queue
+//! messages that come back without a state change (a retry's delay ran out, another node
+//! stopped or died) are found by asking again at the next known retry time, and at least
+//! every [`POLL`] while the endpoint has pending deliveries.
 //!
 //! # Approximations
 //! - Matching happens when the outbox takes the event, not at publish: an endpoint created,
@@ -45,13 +56,12 @@
 //! - Events of a batch rolled back after a failure (see the crate docs) may have been turned
 //!   into deliveries already; events retention removes before the outbox took them (an
 //!   outbox lagging by more than the retention) get none.
-//! - A node that stalls past its lease without dying (a pause, a lost NATS connection while
-//!   the attempt runs) may see its delivery attempted by another node too: delivery is at
-//!   least once, as `webhook-id` lets receivers dedupe. Leases use the nodes' clocks, which
-//!   should agree within a fraction of the lease.
-//! - A redo of an outbox run more than the deliveries stream's duplicate window after the
-//!   first try (a node cut off from NATS mid-run for that long) would store its deliveries
-//!   twice.
+//! - A node that stalls past the ack wait without dying (a pause, a lost NATS connection
+//!   while the attempt runs) may see its delivery attempted by another node too, and a manual
+//!   retry of a delivery whose attempt is running may start a second attempt on another node:
+//!   delivery is at least once, as `webhook-id` lets receivers dedupe.
+//! - A manual retry whose state change is stored but whose work-queue message cannot be
+//!   published answers an error; the delivery waits for the next retry (the API call again).
 //! - `modify` uses compare-and-set; when another node changed the endpoint meanwhile, the
 //!   fields this change altered are laid over the newer value (the change cannot be run
 //!   again), not the change re-applied.
@@ -78,8 +88,11 @@ use std::{
 use async_nats::{
     HeaderMap,
     jetstream::{
+        AckKind, Message,
+        consumer::PullConsumer,
         kv::{self, Operation, UpdateErrorKind},
-        stream::{self, DirectGetErrorKind, DiscardPolicy, StorageType},
+        message::Acker,
+        stream::{self, DirectGetErrorKind, DiscardPolicy, RetentionPolicy, StorageType},
     },
 };
 use bytes::Bytes;
@@ -104,7 +117,7 @@ use crate::{
 };
 
 use endpoints::{Applied, Endpoints, check_id};
-use records::{Lease, Mirror, Rec, State, key, parse_key};
+use records::{Mirror, Rec, State, key, parse_key};
 
 /// Attempts kept per delivery (the latest).
 pub(crate) const MAX_ATTEMPTS_KEPT: usize = 50;
@@ -130,9 +143,21 @@ const CONCURRENCY: usize = 16;
 /// Publishes of one store call in flight at once.
 const PIPELINE: usize = 128;
 
-/// Leases held longer than this are no longer renewed (an attempt never takes that long; a
-/// delivery the dispatcher forgot must not stay claimed forever).
+/// Work-queue messages held longer than this are no longer kept in progress (an attempt
+/// never takes that long; a delivery the dispatcher forgot must not stay held forever).
 const MAX_HOLD: Duration = Duration::from_secs(3600);
+
+/// While an endpoint has pending deliveries, `due` is asked again at least this often (for
+/// work-queue messages that come back without a state change: see the module docs).
+const POLL_MS: i64 = 1_000;
+
+/// A work-queue message that comes more than this before its delivery's next attempt is put
+/// back for the rest of the delay.
+const EARLY_MS: i64 = 250;
+
+/// Work-queue messages one endpoint may have handed out and not acknowledged, all nodes
+/// together; messages waiting for a retry count too.
+const MAX_ACK_PENDING: i64 = 1_000_000;
 
 /// How long open waits for a bucket's replay before going on with a partial view (the
 /// watch completes it in the background).
@@ -149,18 +174,18 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 const BODY_HEADER: &str = "Herald-Body";
 const BODY_FROM_EVENT: &str = "event";
 
-/// A delivery this node claimed and has not recorded yet.
-#[derive(Debug, Clone)]
+/// A delivery whose work-queue message this node holds and has not recorded yet.
 struct Held {
     endpoint: String,
     since: Instant,
+    /// Acknowledges the message (shared with the progress task).
+    acker: Arc<Acker>,
 }
 
 /// What the handle, the outbox, the watches and the renewals share.
 pub(crate) struct Inner {
     pub(crate) shared: Arc<Shared>,
-    /// This node's lease owner name (random per opened log).
-    node: String,
+    /// The work-queue consumers' ack wait.
     pub(crate) lease: Duration,
     /// The outbox consumer's name.
     pub(crate) outbox: String,
@@ -168,6 +193,10 @@ pub(crate) struct Inner {
     states: kv::Store,
     attempts: kv::Store,
     dlv: stream::Stream,
+    /// The work-queue stream.
+    work: stream::Stream,
+    /// Work-queue consumers by endpoint (opened on first use).
+    consumers: Mutex<HashMap<String, PullConsumer>>,
     mirror: Mutex<Mirror>,
     held: Mutex<HashMap<u64, Held>>,
     signal: Arc<Signal>,
@@ -310,6 +339,30 @@ impl NatsWebhooks {
             .get_stream(name("DLV"))
             .await
             .map_err(|e| NatsError::js("open the deliveries stream", e))?;
+        // A cluster that ran before the work queue existed has pending deliveries without a
+        // message: the node that creates the stream publishes theirs (below).
+        let work_existed = js.get_stream(name("DLVQ")).await.is_ok();
+        crate::log::retry_race(|| {
+            js.create_or_update_stream(stream::Config {
+                name: name("DLVQ"),
+                description: Some(
+                    "Herald webhook work queue: one message per delivery to make (\"<delivery id> <generation>\")"
+                        .into(),
+                ),
+                subjects: vec![shared.subjects.all_work()],
+                retention: RetentionPolicy::WorkQueue,
+                storage: StorageType::File,
+                num_replicas: opts.replicas,
+                duplicate_window: dedupe_window(opts.lease),
+                ..Default::default()
+            })
+        })
+        .await
+        .map_err(|e| NatsError::js("create or update the webhook work-queue stream", e))?;
+        let work = js
+            .get_stream(name("DLVQ"))
+            .await
+            .map_err(|e| NatsError::js("open the webhook work-queue stream", e))?;
         let outbox = name("outbox");
         crate::log::retry_race(|| {
             shared
@@ -324,13 +377,14 @@ impl NatsWebhooks {
 
         let inner = Arc::new(Inner {
             shared: shared.clone(),
-            node: ulid::Ulid::new().to_string().to_ascii_lowercase(),
             lease: opts.lease,
             outbox,
             endpoints: Endpoints::new(endpoints_kv.clone()),
             states: states.clone(),
             attempts,
             dlv,
+            work,
+            consumers: Mutex::default(),
             mirror: Mutex::default(),
             held: Mutex::default(),
             signal: Arc::default(),
@@ -338,9 +392,14 @@ impl NatsWebhooks {
         });
         let endpoint_watch = replay(&endpoints_kv, |e| inner.apply_endpoint(e)).await?;
         let state_watch = replay(&states, |e| inner.apply_state(e)).await?;
+        if !work_existed {
+            inner
+                .queue_pending()
+                .await
+                .map_err(|e| NatsError::js("queue pending webhook deliveries", e))?;
+        }
         tracing::info!(
             endpoints = inner.endpoints.set.list().len(),
-            node = %inner.node,
             "opened the cluster webhooks"
         );
 
@@ -361,7 +420,7 @@ impl NatsWebhooks {
             )),
             tokio::spawn(follow(shared.clone(), states, state_watch, on_state)),
             tokio::spawn(outbox::run(inner.clone())),
-            tokio::spawn(renew(inner.clone())),
+            tokio::spawn(keep_in_progress(inner.clone())),
         ];
         Ok(Self {
             inner,
@@ -369,8 +428,9 @@ impl NatsWebhooks {
         })
     }
 
-    /// Stops the tasks (the log's stop token is cancelled already) and gives back the leases
-    /// this node still holds, so other nodes attempt those deliveries at once.
+    /// Stops the tasks (the log's stop token is cancelled already) and gives back the
+    /// work-queue messages this node still holds, so other nodes attempt those deliveries at
+    /// once.
     pub(crate) async fn close(&self) {
         let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock());
         for t in tasks {
@@ -379,35 +439,28 @@ impl NatsWebhooks {
             }
         }
         let inner = &self.inner;
-        let held: Vec<(u64, Held)> = inner.held.lock().drain().collect();
+        let held: Vec<Arc<Acker>> = inner.held.lock().drain().map(|(_, h)| h.acker).collect();
         if held.is_empty() || inner.shared.connected().is_err() {
             return;
         }
-        let release = futures::stream::iter(held).for_each_concurrent(
-            CONCURRENCY,
-            |(id, h)| async move {
-                let node = inner.node.clone();
-                let released = inner
-                    .update_state(&h.endpoint, id, |st| {
-                        let mine = st.leased_by(&node);
-                        if mine {
-                            st.lease = None;
-                        }
-                        mine
-                    })
-                    .await;
-                if let Err(e) = released {
-                    tracing::debug!(delivery = id, error = %e, "cannot release a webhook delivery lease; it runs out by itself");
-                }
-            },
-        );
+        let release = async {
+            futures::stream::iter(held)
+                .for_each_concurrent(CONCURRENCY, |acker| async move {
+                    if let Err(e) = acker.ack_with(AckKind::Nak(None)).await {
+                        tracing::debug!(error = %e, "cannot give a webhook delivery back; the ack wait runs out by itself");
+                    }
+                })
+                .await;
+            // Out before the connection closes.
+            let _ = inner.shared.client.flush().await;
+        };
         // Bounded: shutting down must not wait on a NATS that stopped answering.
         if tokio::time::timeout(REQUEST_TIMEOUT, release)
             .await
             .is_err()
         {
             tracing::debug!(
-                "releasing webhook delivery leases timed out; they run out by themselves"
+                "giving webhook deliveries back timed out; the ack wait runs out by itself"
             );
         }
     }
@@ -419,40 +472,46 @@ impl NatsWebhooks {
     }
 }
 
-/// Renews the leases of the deliveries this node holds, every third of the lease.
-async fn renew(inner: Arc<Inner>) {
+/// Tells JetStream every third of the ack wait that the deliveries this node holds are being
+/// worked on, so their messages are not handed to another node meanwhile.
+async fn keep_in_progress(inner: Arc<Inner>) {
     let every = inner.lease / 3;
     loop {
         tokio::select! {
             _ = inner.shared.stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        let held: Vec<(u64, String)> = inner
+        let held: Vec<(u64, Arc<Acker>)> = inner
             .held
             .lock()
             .iter()
             .filter(|(_, h)| h.since.elapsed() < MAX_HOLD)
-            .map(|(id, h)| (*id, h.endpoint.clone()))
+            .map(|(id, h)| (*id, h.acker.clone()))
             .collect();
-        let inner = &inner;
         futures::stream::iter(held)
-            .for_each_concurrent(CONCURRENCY, |(id, endpoint)| async move {
-                let until_ms = now_ms().saturating_add(millis(inner.lease));
-                let renewed = inner
-                    .update_state(&endpoint, id, |st| match &mut st.lease {
-                        Some(l) if l.node == inner.node => {
-                            l.until_ms = until_ms;
-                            true
-                        }
-                        _ => false,
-                    })
-                    .await;
-                if let Err(e) = renewed {
-                    tracing::debug!(delivery = id, error = %e, "cannot renew a webhook delivery lease");
+            .for_each_concurrent(CONCURRENCY, |(id, acker)| async move {
+                if let Err(e) = acker.ack_with(AckKind::Progress).await {
+                    tracing::debug!(delivery = id, error = %e, "cannot mark a webhook delivery in progress");
                 }
             })
             .await;
     }
+}
+
+/// A work-queue message: `"<delivery id> <generation>"`.
+fn work_payload(id: u64, generation: u32) -> Bytes {
+    Bytes::from(format!("{id} {generation}"))
+}
+
+fn parse_work(payload: &[u8]) -> Option<(u64, u32)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (id, generation) = text.split_once(' ')?;
+    Some((id.parse().ok()?, generation.parse().ok()?))
+}
+
+/// The work-queue consumer of an endpoint (endpoint ids are `[A-Za-z0-9_-]`).
+fn consumer_name(stream: &str, endpoint: &str) -> String {
+    format!("{stream}_wh_{endpoint}")
 }
 
 impl Inner {
@@ -496,7 +555,7 @@ impl Inner {
                     tracing::warn!(key = %entry.key, "ignoring a bad delivery state");
                     return;
                 };
-                let attemptable = state.status == Status::Pending && state.lease.is_none();
+                let attemptable = state.status == Status::Pending;
                 let applied = self.mirror.lock().put(endpoint, id, entry.revision, state);
                 if applied && attemptable {
                     self.signal.mark([endpoint]);
@@ -510,6 +569,72 @@ impl Inner {
     fn forget(&self, endpoint: &str) {
         self.mirror.lock().drop_endpoint(endpoint);
         self.held.lock().retain(|_, h| h.endpoint != endpoint);
+        self.consumers.lock().remove(endpoint);
+    }
+
+    /// The work-queue consumer of an endpoint, created when it does not exist yet.
+    async fn consumer(&self, endpoint: &str) -> Result<PullConsumer, LogError> {
+        if let Some(c) = self.consumers.lock().get(endpoint) {
+            return Ok(c.clone());
+        }
+        let consumer = crate::log::open_shared_consumer(
+            &self.work,
+            &consumer_name(&self.shared.stream_name, endpoint),
+            format!("Herald webhook deliveries to {endpoint}"),
+            self.shared.subjects.work(endpoint),
+            self.lease,
+            MAX_ACK_PENDING,
+        )
+        .await
+        .map_err(|e| self.fail("open a webhook work-queue consumer", e))?;
+        self.consumers
+            .lock()
+            .insert(endpoint.to_owned(), consumer.clone());
+        Ok(consumer)
+    }
+
+    /// Publishes the work-queue message of a delivery's generation (once: a repeat within the
+    /// duplicate window stores nothing).
+    async fn publish_work(&self, endpoint: &str, id: u64, generation: u32) -> Result<(), LogError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            codec::MSG_ID_HEADER,
+            format!("q.{id}.{generation}").as_str(),
+        );
+        let shared = &self.shared;
+        shared
+            .js
+            .publish_with_headers(
+                shared.subjects.work(endpoint),
+                headers,
+                work_payload(id, generation),
+            )
+            .await
+            .map_err(|e| self.fail("queue a webhook delivery", e))?
+            .await
+            .map_err(|e| self.fail("queue a webhook delivery", e))?;
+        Ok(())
+    }
+
+    /// Publishes the work-queue messages of every pending delivery (a cluster upgraded from
+    /// before the work queue).
+    async fn queue_pending(&self) -> Result<(), LogError> {
+        let pending = self.mirror.lock().pending();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            deliveries = pending.len(),
+            "queueing pending webhook deliveries in the new work queue"
+        );
+        futures::stream::iter(pending)
+            .map(|(endpoint, id, generation)| async move {
+                self.publish_work(&endpoint, id, generation).await
+            })
+            .buffer_unordered(PIPELINE)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
     }
 
     /// Waits until this node's endpoint set holds every write the bucket had when asked.
@@ -537,8 +662,8 @@ impl Inner {
     }
 
     /// Stores new deliveries: bodies in the deliveries stream (in order, pipelined), then a
-    /// pending state each. `msg_id` (a `Nats-Msg-Id`) makes a redo store nothing new.
-    /// Returns the delivery ids.
+    /// pending state each, then their work-queue messages. `msg_id` (a `Nats-Msg-Id`) makes a
+    /// redo store nothing new. Returns the delivery ids.
     pub(crate) async fn store(
         &self,
         news: Vec<(NewDelivery, Option<String>)>,
@@ -585,14 +710,14 @@ impl Inner {
             .zip(&ids)
             .map(|((endpoint, state), id)| (endpoint.clone(), *id, state.clone()))
             .collect();
-        let created: Vec<Result<(), LogError>> =
-            futures::stream::iter(work)
-                .map(|(endpoint, id, state)| async move {
-                    self.create_state(&endpoint, id, &state).await
-                })
-                .buffer_unordered(PIPELINE)
-                .collect()
-                .await;
+        let created: Vec<Result<(), LogError>> = futures::stream::iter(work)
+            .map(|(endpoint, id, state)| async move {
+                self.create_state(&endpoint, id, &state).await?;
+                self.publish_work(&endpoint, id, 0).await
+            })
+            .buffer_unordered(PIPELINE)
+            .collect()
+            .await;
         created.into_iter().collect::<Result<Vec<()>, _>>()?;
         self.signal
             .mark(rows.iter().map(|(endpoint, _)| endpoint.as_str()));
@@ -757,41 +882,71 @@ impl Inner {
         )))
     }
 
-    /// Claims one candidate of `due` (compare-and-set on the revision it was seen at) and
-    /// reads its body. `Ok(None)`: another node was faster, or the body is gone (then the
-    /// delivery is failed here).
-    async fn claim(
+    /// Takes one pulled work-queue message of `endpoint`: the delivery to attempt, or `None`
+    /// when the message is stale (acknowledged and dropped), early (put back for the rest of
+    /// the delay), already held here, or its body is gone (then the delivery is failed here).
+    async fn take(
         &self,
         endpoint: &str,
-        id: u64,
-        rec: Rec,
+        m: Message,
         now: i64,
+        skip: &HashSet<u64>,
     ) -> Result<Option<Delivery>, LogError> {
-        let mut state = rec.state;
-        state.lease = Some(Lease {
-            node: self.node.clone(),
-            until_ms: now_ms().max(now).saturating_add(millis(self.lease)),
-        });
-        match self
-            .states
-            .update(key(endpoint, id), state.encode(), rec.revision)
-            .await
-        {
-            Ok(revision) => {
-                self.mirror
-                    .lock()
-                    .put(endpoint, id, revision, state.clone());
-                self.held.lock().insert(
-                    id,
-                    Held {
-                        endpoint: endpoint.to_owned(),
-                        since: Instant::now(),
-                    },
-                );
+        let parsed = parse_work(&m.payload);
+        let (_, acker) = m.split();
+        let Some((id, generation)) = parsed else {
+            tracing::warn!(endpoint, "dropping a malformed webhook work-queue message");
+            let _ = acker.ack_with(AckKind::Term).await;
+            return Ok(None);
+        };
+        // Read fresh, not from the mirror: it must not be attempted again after it finished.
+        let rec = match self.read_state(&key(endpoint, id)).await {
+            Ok(rec) => rec,
+            Err(e) => {
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+                return Err(e);
             }
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => return Ok(None),
-            Err(e) => return Err(self.fail("claim a webhook delivery", e)),
+        };
+        let state = match rec {
+            Some(r) if r.state.status == Status::Pending && r.state.generation == generation => {
+                r.state
+            }
+            _ => {
+                // Finished, removed, or superseded by a newer generation.
+                if let Err(e) = acker.ack_with(AckKind::Ack).await {
+                    tracing::debug!(delivery = id, error = %e, "cannot drop a stale webhook work-queue message");
+                }
+                return Ok(None);
+            }
+        };
+        let acker = Arc::new(acker);
+        {
+            let mut held = self.held.lock();
+            if skip.contains(&id) || held.contains_key(&id) {
+                // Handed out again while this node works on it (progress did not get through):
+                // the newer hand-out is the one to acknowledge.
+                if let Some(h) = held.get_mut(&id) {
+                    h.acker = acker;
+                }
+                return Ok(None);
+            }
         }
+        let wait = state.next_at_ms.saturating_sub(now_ms().max(now));
+        if wait > EARLY_MS {
+            let delay = Duration::from_millis(u64::try_from(wait).unwrap_or(0));
+            if let Err(e) = acker.ack_with(AckKind::Nak(Some(delay))).await {
+                tracing::debug!(delivery = id, error = %e, "cannot put an early webhook delivery back");
+            }
+            return Ok(None);
+        }
+        self.held.lock().insert(
+            id,
+            Held {
+                endpoint: endpoint.to_owned(),
+                since: Instant::now(),
+                acker: acker.clone(),
+            },
+        );
         match self.body(endpoint, id, state.event_id).await {
             Ok(Some(body)) => Ok(Some(state.delivery(id, endpoint, body))),
             Ok(None) => {
@@ -817,18 +972,9 @@ impl Inner {
                 Ok(None)
             }
             Err(e) => {
-                // Give it back so another try (here or elsewhere) does not wait for the lease.
-                let node = self.node.clone();
-                let _ = self
-                    .update_state(endpoint, id, |st| {
-                        let mine = st.leased_by(&node);
-                        if mine {
-                            st.lease = None;
-                        }
-                        mine
-                    })
-                    .await;
+                // Give it back so another try (here or elsewhere) does not wait for the ack wait.
                 self.held.lock().remove(&id);
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
                 Err(e)
             }
         }
@@ -843,7 +989,21 @@ impl Inner {
             true
         })
         .await?;
-        self.held.lock().remove(&id);
+        let Some(held) = self.held.lock().remove(&id) else {
+            return Ok(());
+        };
+        // The state is stored: a lost acknowledgement only means a stale message later.
+        let done = match o.next {
+            herald_core::webhook::Next::RetryAt(at) => {
+                let wait = at.saturating_sub(now_ms()).max(0);
+                let delay = Duration::from_millis(u64::try_from(wait).unwrap_or(0));
+                held.acker.ack_with(AckKind::Nak(Some(delay))).await
+            }
+            _ => held.acker.double_ack().await,
+        };
+        if let Err(e) = done {
+            tracing::debug!(delivery = id, error = %e, "cannot acknowledge a webhook work-queue message");
+        }
         Ok(())
     }
 
@@ -855,48 +1015,40 @@ impl Inner {
         skip: &HashSet<u64>,
     ) -> Result<Due, LogError> {
         self.check_open()?;
-        let mut out: Vec<Delivery> = Vec::new();
-        // Claimed, lost to another node, or failed: not candidates again in this call.
-        let mut excluded: HashSet<u64> = HashSet::new();
+        self.shared.connected()?;
+        let consumer = self.consumer(endpoint).await?;
+        let mut pulled = consumer
+            .fetch()
+            .max_messages(limit.max(1))
+            .messages()
+            .await
+            .map_err(|e| self.fail("pull webhook deliveries", e))?;
+        let mut messages = Vec::new();
         let mut failure: Option<LogError> = None;
-        let mut next: Option<i64>;
-        loop {
-            let wanted = limit - out.len();
-            let (due_now, after) = self.mirror.lock().due(
-                endpoint,
-                &self.node,
-                now,
-                skip,
-                &excluded,
-                if failure.is_none() { wanted } else { 0 },
-            );
-            next = after;
-            if due_now.is_empty() {
-                break;
-            }
-            excluded.extend(due_now.iter().map(|(id, _)| *id));
-            let claimed: Vec<Result<Option<Delivery>, LogError>> = futures::stream::iter(due_now)
-                .map(|(id, rec)| self.claim(endpoint, id, rec, now))
-                .buffered(CONCURRENCY)
-                .collect()
-                .await;
-            for c in claimed {
-                match c {
-                    Ok(Some(d)) => out.push(d),
-                    Ok(None) => {}
-                    Err(e) => {
-                        failure.get_or_insert(e);
-                    }
+        while let Some(m) = pulled.next().await {
+            match m {
+                Ok(m) => messages.push(m),
+                Err(e) => {
+                    // What came before the error is handed to us: take it.
+                    failure = Some(self.fail("pull webhook deliveries", e));
+                    break;
                 }
             }
-            if out.len() >= limit {
-                // What is left, for the next due time.
-                next = self
-                    .mirror
-                    .lock()
-                    .due(endpoint, &self.node, now, skip, &excluded, 0)
-                    .1;
-                break;
+        }
+        let full = messages.len() >= limit;
+        let taken: Vec<Result<Option<Delivery>, LogError>> = futures::stream::iter(messages)
+            .map(|m| self.take(endpoint, m, now, skip))
+            .buffered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut out = Vec::new();
+        for t in taken {
+            match t {
+                Ok(Some(d)) => out.push(d),
+                Ok(None) => {}
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
             }
         }
         if let Some(e) = failure
@@ -904,7 +1056,17 @@ impl Inner {
         {
             return Err(e);
         }
-        let next = next.map(|t| t.max(now));
+        out.sort_by_key(|d| d.id);
+        // Ask again: at once when the pull was full, else at the next retry known here,
+        // and while anything is pending at least every POLL_MS.
+        let next = if full {
+            Some(now)
+        } else {
+            self.mirror.lock().upcoming(endpoint, now).map(|soonest| {
+                let poll = now.saturating_add(POLL_MS);
+                soonest.map_or(poll, |t| t.min(poll))
+            })
+        };
         Ok((out, next))
     }
 
@@ -989,7 +1151,11 @@ impl Inner {
                         hit
                     })
                     .await?;
-                Ok(changed.is_some())
+                let Some(state) = changed else {
+                    return Ok(false);
+                };
+                self.publish_work(endpoint, id, state.generation).await?;
+                Ok(true)
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
@@ -1033,7 +1199,12 @@ impl Inner {
                 format!("{}{endpoint}.>", self.attempts.prefix),
             ),
             (&self.dlv, self.shared.subjects.deliveries(endpoint)),
+            (&self.work, self.shared.subjects.work(endpoint)),
         ];
+        let durable = consumer_name(&self.shared.stream_name, endpoint);
+        if let Err(e) = self.work.delete_consumer(&durable).await {
+            tracing::debug!(endpoint, error = %e, "cannot remove a webhook work-queue consumer");
+        }
         for (stream, filter) in purges {
             if let Err(e) = stream.purge().filter(filter.as_str()).await {
                 tracing::warn!(endpoint, filter = %filter, error = %e, "cannot remove webhook deliveries");

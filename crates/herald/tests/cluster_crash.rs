@@ -241,6 +241,8 @@ async fn deliveries_held_by_a_node_killed_with_kill_9_are_delivered_by_another()
             ),
             ("HERALD_WEBHOOKS__TIMEOUT", "30s"),
             ("HERALD_WEBHOOKS__CONCURRENCY_PER_ENDPOINT", "16"),
+            // The ack wait of the webhook work queue: how long a dead node's deliveries wait.
+            ("HERALD_CLUSTER__LEASE", "3s"),
         ];
 
         let nats = NatsServer::start();

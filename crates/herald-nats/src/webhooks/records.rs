@@ -6,21 +6,11 @@
 //! delivery id); attempts live in `<stream>_attempts`. Keeping the state small keeps the
 //! watch that every node runs over it cheap, and the mirror too.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 use herald_core::webhook::{Delivery, NewDelivery, Next, Outcome, Status};
 use serde::{Deserialize, Serialize};
-
-/// A node's claim on a delivery: it alone attempts it until `until_ms` (renewed while the
-/// attempt runs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Lease {
-    /// The claiming node (random per opened log).
-    pub(crate) node: String,
-    /// Ms since the epoch, the claiming node's clock.
-    pub(crate) until_ms: i64,
-}
 
 /// Everything about a delivery except its body and its attempts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,8 +24,10 @@ pub(crate) struct State {
     #[serde(default)]
     pub(crate) last_chance: bool,
     pub(crate) created_ms: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) lease: Option<Lease>,
+    /// The generation of its work-queue message: a manual retry publishes a new message with
+    /// the next generation, and a message of an older one is stale (dropped when it comes).
+    #[serde(default)]
+    pub(crate) generation: u32,
 }
 
 impl State {
@@ -50,26 +42,12 @@ impl State {
             next_at_ms: now_ms,
             last_chance: false,
             created_ms: now_ms,
-            lease: None,
+            generation: 0,
         }
-    }
-
-    /// When `node` may attempt it (pending ones): its next attempt, or later while another
-    /// node's lease runs. An expired lease is no obstacle (its node died or lost NATS).
-    pub(crate) fn available_at(&self, node: &str, now_ms: i64) -> i64 {
-        match &self.lease {
-            Some(l) if l.node != node && l.until_ms > now_ms => self.next_at_ms.max(l.until_ms),
-            _ => self.next_at_ms,
-        }
-    }
-
-    /// Whether `node` holds the lease.
-    pub(crate) fn leased_by(&self, node: &str) -> bool {
-        self.lease.as_ref().is_some_and(|l| l.node == node)
     }
 
     /// An attempt's outcome (the transitions of [`herald_core::webhook::apply_outcome`] and
-    /// the SQL stores); the lease ends with it.
+    /// the SQL stores).
     pub(crate) fn apply(&mut self, o: &Outcome) {
         self.attempts = self.attempts.saturating_add(1);
         match o.next {
@@ -87,17 +65,18 @@ impl State {
             }
         }
         self.last_chance = false;
-        self.lease = None;
     }
 
     /// A manual retry ([`herald_core::webhook::retry_now`]): due now; a finished delivery gets
-    /// one last attempt. A lease stays (an attempt in progress records over it).
+    /// one last attempt. The next generation: its work-queue message is published anew (an
+    /// attempt in progress records over it).
     pub(crate) fn retry_now(&mut self, now_ms: i64) {
         if self.status != Status::Pending {
             self.last_chance = true;
         }
         self.status = Status::Pending;
         self.next_at_ms = now_ms;
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// The delivery as the dispatcher and the API see it.
@@ -201,50 +180,35 @@ impl Mirror {
         self.endpoints.get(endpoint)?.all.get(&id).cloned()
     }
 
-    /// Up to `wanted` pending deliveries of an endpoint that `node` may attempt at `now_ms`,
-    /// leaving out `skip` and `excluded`, by when they became attemptable (then id); and
-    /// when the next of the others may be attempted. Only the chosen ones are copied, so a
-    /// long backlog costs a pass over its ids, not over its states.
-    pub(crate) fn due(
-        &self,
-        endpoint: &str,
-        node: &str,
-        now_ms: i64,
-        skip: &HashSet<u64>,
-        excluded: &HashSet<u64>,
-        wanted: usize,
-    ) -> (Vec<(u64, Rec)>, Option<i64>) {
-        let Some(recs) = self.endpoints.get(endpoint) else {
-            return (Vec::new(), None);
-        };
-        let mut open: Vec<(i64, u64)> = recs
-            .pending
+    /// Every pending delivery: endpoint, id, generation.
+    pub(crate) fn pending(&self) -> Vec<(String, u64, u32)> {
+        self.endpoints
             .iter()
-            .filter(|id| !skip.contains(id) && !excluded.contains(id))
-            .filter_map(|id| {
-                recs.all
-                    .get(id)
-                    .map(|r| (r.state.available_at(node, now_ms), *id))
+            .flat_map(|(e, r)| {
+                r.pending.iter().filter_map(move |id| {
+                    r.all
+                        .get(id)
+                        .map(|rec| (e.clone(), *id, rec.state.generation))
+                })
             })
-            .collect();
-        let k = wanted.min(open.len());
-        if k > 0 && k < open.len() {
-            open.select_nth_unstable(k - 1);
+            .collect()
+    }
+
+    /// Whether an endpoint has pending deliveries, and the earliest next attempt among them
+    /// that lies after `now_ms` (`None`: none pending; `Some(None)`: pending ones, all due).
+    pub(crate) fn upcoming(&self, endpoint: &str, now_ms: i64) -> Option<Option<i64>> {
+        let recs = self.endpoints.get(endpoint)?;
+        if recs.pending.is_empty() {
+            return None;
         }
-        let (head, tail) = open.split_at_mut(k);
-        head.sort_unstable();
-        let mut chosen = Vec::with_capacity(k);
-        let mut next: Option<i64> = None;
-        for &(at, id) in head.iter() {
-            match recs.all.get(&id) {
-                Some(r) if at <= now_ms => chosen.push((id, r.clone())),
-                _ => next = Some(next.map_or(at, |n| n.min(at))),
-            }
-        }
-        if let Some(&(at, _)) = tail.iter().min() {
-            next = Some(next.map_or(at, |n| n.min(at)));
-        }
-        (chosen, next)
+        Some(
+            recs.pending
+                .iter()
+                .filter_map(|id| recs.all.get(id))
+                .map(|r| r.state.next_at_ms)
+                .filter(|&t| t > now_ms)
+                .min(),
+        )
     }
 
     /// Up to `limit` deliveries of an endpoint with id > `after`, optionally of one status.
@@ -347,7 +311,7 @@ mod tests {
             next_at_ms: created,
             last_chance: false,
             created_ms: created,
-            lease: None,
+            generation: 0,
         }
     }
 
@@ -375,32 +339,13 @@ mod tests {
     }
 
     #[test]
-    fn leases_delay_other_nodes_until_they_expire() {
-        let mut s = state(10);
-        assert_eq!(s.available_at("a", 10), 10);
-        s.lease = Some(Lease {
-            node: "a".into(),
-            until_ms: 100,
-        });
-        assert_eq!(s.available_at("a", 20), 10);
-        assert_eq!(s.available_at("b", 20), 100);
-        assert_eq!(s.available_at("b", 100), 10, "expired");
-        assert!(s.leased_by("a") && !s.leased_by("b"));
-    }
-
-    #[test]
     fn outcomes_and_retries_move_the_state() {
         let mut s = state(10);
-        s.lease = Some(Lease {
-            node: "a".into(),
-            until_ms: 100,
-        });
         s.apply(&outcome(Next::RetryAt(80)));
         assert_eq!(
             (s.status, s.attempts, s.next_at_ms),
             (Status::Pending, 1, 80)
         );
-        assert_eq!(s.lease, None);
         s.apply(&outcome(Next::Failed));
         assert_eq!(
             (s.status, s.attempts, s.next_at_ms),
@@ -408,8 +353,8 @@ mod tests {
         );
         s.retry_now(90);
         assert_eq!(
-            (s.status, s.next_at_ms, s.last_chance),
-            (Status::Pending, 90, true)
+            (s.status, s.next_at_ms, s.last_chance, s.generation),
+            (Status::Pending, 90, true, 1)
         );
         s.apply(&outcome(Next::Succeeded));
         assert_eq!((s.status, s.last_chance), (Status::Succeeded, false));
@@ -428,21 +373,9 @@ mod tests {
         done.status = Status::Failed;
         assert!(m.put("e", 2, 6, done));
         assert!(m.put("e", 3, 7, state(5)));
-        let none = HashSet::new();
-        let (c, next) = m.due("e", "n", 10, &none, &none, 10);
-        assert_eq!(c.iter().map(|c| c.0).collect::<Vec<_>>(), [3, 1]);
-        assert_eq!(next, None);
-        let (c, next) = m.due("e", "n", 10, &none, &none, 1);
-        assert_eq!(c.iter().map(|c| c.0).collect::<Vec<_>>(), [3]);
-        assert_eq!(next, Some(10), "the one left is due too");
-        let (c, next) = m.due("e", "n", 7, &none, &none, 10);
-        assert_eq!(c.iter().map(|c| c.0).collect::<Vec<_>>(), [3]);
-        assert_eq!(next, Some(10), "not due yet");
-        let skip: HashSet<u64> = [3].into();
-        assert_eq!(m.due("e", "n", 10, &skip, &none, 10).0.len(), 1);
-        let (c, next) = m.due("e", "n", 10, &none, &skip, 0);
-        assert!(c.is_empty());
-        assert_eq!(next, Some(10));
+        assert_eq!(m.upcoming("e", 10), Some(None), "both pending ones are due");
+        assert_eq!(m.upcoming("e", 7), Some(Some(10)));
+        assert_eq!(m.upcoming("x", 7), None);
         assert_eq!(m.stats(|_| true), vec![("e".to_owned(), 2, Some(5))]);
         assert!(m.stats(|_| false).is_empty());
         assert_eq!(m.page("e", None, 1, 10).len(), 2);

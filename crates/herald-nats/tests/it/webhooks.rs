@@ -1,6 +1,7 @@
 //! Cluster webhooks: two nodes (two `JetStreamLog`s) on one NATS share endpoints, turn each
-//! event into one delivery per matching endpoint, never hand one delivery to both, and take
-//! over a dead node's deliveries when its leases run out.
+//! event into one delivery per matching endpoint, never hand one delivery to both (each
+//! endpoint's deliveries are a JetStream work queue with one durable consumer that both pull
+//! from), and take over a dead node's deliveries when their ack wait runs out.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -220,8 +221,9 @@ async fn two_nodes_never_hold_the_same_delivery() {
         .unwrap();
     assert_eq!(on_b.len(), n - 10);
     assert!(on_b.iter().all(|d| !held_ids.contains(&d.id)));
-    // What is left is A's, due when A's leases end.
-    assert!(next.is_some_and(|t| t > now_ms() + 20_000), "{next:?}");
+    // What is left is A's: B looks again within a second (should A die, its messages come
+    // back without any state change to signal it).
+    assert!(next.is_some_and(|t| t <= now_ms() + 1_000), "{next:?}");
     let b_ids: HashSet<u64> = on_b.iter().map(|d| d.id).collect();
     assert!(
         wa.due("wh_1", now_ms(), 1000, &held_ids)
@@ -465,9 +467,9 @@ async fn record_retry_recover_enqueue_and_stats_round_trip_across_nodes() {
 }
 
 /// A node that dies holding deliveries (no record, no close: `kill -9`): another node gets
-/// them once the leases run out.
+/// them once their ack wait (`lease`) runs out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_dead_nodes_deliveries_go_to_another_node_when_its_leases_run_out() {
+async fn a_dead_nodes_deliveries_go_to_another_node_when_their_ack_wait_runs_out() {
     let server = NatsServer::start();
     let lease = Duration::from_secs(1);
     let a = node(&server, "W5", lease).await;
@@ -480,10 +482,10 @@ async fn a_dead_nodes_deliveries_go_to_another_node_when_its_leases_run_out() {
     deliveries_of(&*wb, "wh_k", 5).await;
     let (taken, _) = wa.due("wh_k", now_ms(), 3, &HashSet::new()).await.unwrap();
     assert_eq!(taken.len(), 3);
-    // Held past the lease while A lives: renewals keep them A's.
+    // Held past the ack wait while A lives: "in progress" keeps them A's.
     tokio::time::sleep(lease * 2).await;
     let (rest, _) = wb.due("wh_k", now_ms(), 10, &HashSet::new()).await.unwrap();
-    assert_eq!(rest.len(), 2, "A's renewed leases keep B off");
+    assert_eq!(rest.len(), 2, "A's messages in progress keep B off");
     let killed = Instant::now();
     drop(wa);
     drop(a);
@@ -495,8 +497,8 @@ async fn a_dead_nodes_deliveries_go_to_another_node_when_its_leases_run_out() {
         assert!(Instant::now() < deadline, "B got {got:?}");
         let (d, next) = wb.due("wh_k", now_ms(), 10, &skip).await.unwrap();
         if d.is_empty() {
-            // Told when to look again: the end of a lease.
-            assert!(next.is_some(), "B must know when the leases end");
+            // Told to look again (while anything is pending, at least every second).
+            assert!(next.is_some(), "B must look again");
         }
         got.extend(d);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -507,7 +509,7 @@ async fn a_dead_nodes_deliveries_go_to_another_node_when_its_leases_run_out() {
     assert!(got.iter().all(|d| d.attempts == 0 && !d.body.is_empty()));
 }
 
-/// A node that closes gives its leases back: another node attempts at once.
+/// A node that closes gives its work-queue messages back: another node attempts at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_closing_node_gives_its_deliveries_back_at_once() {
     let server = NatsServer::start();
@@ -666,5 +668,96 @@ async fn a_dead_nodes_outbox_work_is_redone_once_by_another_node() {
             .unwrap()
             .len(),
         3
+    );
+}
+
+/// The deliveries are a JetStream work queue: one durable consumer per endpoint that every
+/// node pulls from, acknowledged on success (gone from the stream), negatively acknowledged
+/// with the retry delay for a retry (handed out again, to any node, when it is due), and a
+/// manual retry publishes a newer generation that makes the old message stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deliveries_are_a_work_queue_acked_on_success_and_redelivered_after_the_retry_delay() {
+    let server = NatsServer::start();
+    let a = node(&server, "WQ", Duration::from_secs(30)).await;
+    let b = node(&server, "WQ", Duration::from_secs(30)).await;
+    let (wa, wb) = (a.webhooks(), b.webhooks());
+    wa.create(endpoint("wh_q", &["q"], &[])).await.unwrap();
+    a.append(vec![ev("q", "1"), ev("q", "2")]).await.unwrap();
+    deliveries_of(&*wb, "wh_q", 2).await;
+
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut work = js.get_stream("WQ_DLVQ").await.unwrap();
+    let info = work.info().await.unwrap().clone();
+    assert_eq!(
+        info.config.retention,
+        async_nats::jetstream::stream::RetentionPolicy::WorkQueue
+    );
+    assert_eq!(info.state.messages, 2, "one message per delivery");
+
+    let (mut due, _) = wa.due("wh_q", now_ms(), 10, &HashSet::new()).await.unwrap();
+    due.sort_by_key(|d| d.id);
+    assert_eq!(due.len(), 2);
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        work.get_consumer("WQ_wh_wh_q").await.unwrap();
+    let ci = consumer.info().await.unwrap().clone();
+    assert_eq!(ci.num_ack_pending, 2, "both handed out to A");
+    assert_eq!(ci.config.ack_wait, Duration::from_secs(30));
+
+    // Success: acknowledged, gone. Failure: back after the retry delay.
+    let retry_in = Duration::from_millis(1500);
+    let retry_at = now_ms() + retry_in.as_millis() as i64;
+    let recorded = Instant::now();
+    wa.record(vec![
+        outcome(&due[0], 200, Next::Succeeded),
+        outcome(&due[1], 500, Next::RetryAt(retry_at)),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(work.info().await.unwrap().state.messages, 1);
+    // Not handed out before the delay, to either node.
+    let (early, next) = wb.due("wh_q", now_ms(), 10, &HashSet::new()).await.unwrap();
+    assert!(early.is_empty(), "{early:?}");
+    assert!(next.is_some_and(|t| t <= retry_at), "{next:?}");
+    let again = until("B gets the retry", || async {
+        let (d, _) = wb.due("wh_q", now_ms(), 10, &HashSet::new()).await.unwrap();
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    assert!(
+        recorded.elapsed() >= retry_in - Duration::from_millis(300),
+        "{:?}",
+        recorded.elapsed()
+    );
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (due[1].id, 1));
+    let ci = consumer.info().await.unwrap().clone();
+    assert!(ci.num_redelivered >= 1, "{ci:?}");
+
+    // Failed for good, then retried by hand: a new generation is queued and attempted once.
+    wb.record(vec![outcome(&again[0], 500, Next::Failed)])
+        .await
+        .unwrap();
+    assert_eq!(work.info().await.unwrap().state.messages, 0);
+    assert_eq!(wa.retry("wh_q", Some(due[1].id), 0).await.unwrap(), 1);
+    assert_eq!(work.info().await.unwrap().state.messages, 1);
+    let last = until("A gets the manual retry", || async {
+        let (d, _) = wa.due("wh_q", now_ms(), 10, &HashSet::new()).await.unwrap();
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    assert_eq!(last.len(), 1);
+    assert!(last[0].last_chance);
+    wa.record(vec![outcome(&last[0], 200, Next::Succeeded)])
+        .await
+        .unwrap();
+    assert_eq!(work.info().await.unwrap().state.messages, 0);
+
+    // Deleting the endpoint removes its consumer.
+    assert!(wa.delete("wh_q").await.unwrap());
+    assert!(
+        work.get_consumer::<async_nats::jetstream::consumer::pull::Config>("WQ_wh_wh_q")
+            .await
+            .is_err()
     );
 }
