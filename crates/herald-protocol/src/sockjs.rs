@@ -68,7 +68,29 @@ fn extra_escape(c: char) -> bool {
 pub fn quote_into(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
+    // Copies runs of characters that need no escape in one go; ASCII is decided by the byte,
+    // other characters only need a look when they may be one of `extra_escape`'s.
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let (escape, len): (Option<char>, usize) = if b < 0x80 {
+            let needs = b < 0x20 || b == b'"' || b == b'\\';
+            (needs.then_some(b as char), 1)
+        } else if b == 0xe2 || b == 0xef {
+            // U+2000..U+2FFF start with E2, U+F000..U+FFFF with EF: the only leading bytes of
+            // extra_escape's ranges.
+            let c = s[i..].chars().next().unwrap_or('\u{fffd}');
+            (extra_escape(c).then_some(c), c.len_utf8())
+        } else {
+            (None, 1)
+        };
+        let Some(c) = escape else {
+            i += len;
+            continue;
+        };
+        out.push_str(&s[run..i]);
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -77,12 +99,14 @@ pub fn quote_into(out: &mut String, s: &str) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || extra_escape(c) => {
+            c => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
-            c => out.push(c),
         }
+        i += len;
+        run = i;
     }
+    out.push_str(&s[run..]);
     out.push('"');
 }
 
@@ -430,6 +454,63 @@ mod tests {
             assert_eq!(serde_json::from_str::<String>(&q).unwrap(), s, "{q}");
         }
         assert_eq!(quote("  \u{0}\n\r "), r#""  \u0000\n\r ""#);
+    }
+
+    /// The plain definition: every character looked at on its own.
+    fn quote_char_by_char(s: &str) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                c if (c as u32) < 0x20 || extra_escape(c) => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    #[test]
+    fn quoting_in_runs_matches_the_character_by_character_definition() {
+        let pieces = [
+            "a",
+            "\"",
+            "\\",
+            "\n",
+            "\u{1}",
+            "é",
+            "漢",
+            "😀",
+            "\u{2027}",
+            "\u{2028}",
+            "\u{200c}",
+            "\u{2070}",
+            "\u{206f}",
+            "\u{2fff}",
+            "\u{efff}",
+            "\u{fff0}",
+            "\u{ffff}",
+            "\u{10000}",
+            " ",
+            "\u{7f}",
+        ];
+        // Every pair and triple of pieces, so each sits at the start, middle and end of a run.
+        for a in pieces {
+            for b in pieces {
+                for c in ["", "x", "\u{2029}"] {
+                    let s = format!("{a}{b}{c}{a}");
+                    assert_eq!(quote(&s), quote_char_by_char(&s), "{s:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -2,6 +2,11 @@
 //! `h`, `a[...]`, `c[...]` out; a JSON array or string per text frame in); `<prefix>/websocket`
 //! is raw (one message per text frame, pings instead of `h`). Either way a session lives
 //! exactly as long as its WebSocket and is not in the session map: session ids may repeat.
+//!
+//! A service with a [`WebSocketHandler`](super::WebSocketHandler) runs `websocket` sessions
+//! on a [`SockJsSocket`] (framing done in place, in the handler's own task); the others run
+//! their [`SessionHandler`](super::SessionHandler) in a task of its own, with this module's
+//! loop moving messages between its channels and the socket.
 
 use std::{collections::VecDeque, sync::Arc};
 
@@ -85,9 +90,161 @@ pub(super) async fn upgrade(
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
-            run(svc, state, principal, transport, socket).await;
+            match svc.options.websocket_handler.clone() {
+                Some(direct) if transport == SockJsTransport::WebSocket => {
+                    run_direct(&svc, direct, state, principal, socket).await;
+                }
+                _ => run(svc, state, principal, transport, socket).await,
+            }
             drop(guard);
         })
+}
+
+/// One session of the `websocket` transport run by a [`WebSocketHandler`]: `o`, the
+/// handler, then the close the way the channel loop ends it.
+///
+/// [`WebSocketHandler`]: super::WebSocketHandler
+async fn run_direct(
+    svc: &Service,
+    handler: super::WebSocketHandler,
+    state: AppState,
+    principal: Option<Principal>,
+    socket: WebSocket,
+) {
+    let token = state.token.clone();
+    let mut socket = SockJsSocket {
+        socket,
+        heartbeat: svc.options.heartbeat,
+        last_out: Instant::now(),
+        inbox: VecDeque::new(),
+        out: String::new(),
+        end: None,
+    };
+    if socket.send(sockjs::OPEN.to_owned()).await.is_err() {
+        return;
+    }
+    let mut socket = handler(state, principal, socket).await;
+    let end = socket.end.take().unwrap_or_else(|| {
+        if token.is_cancelled() {
+            End::Close(close_code::GOING_AWAY, "Server shutting down".into())
+        } else {
+            End::Close(close_code::NORMAL, sockjs::NORMAL_REASON.into())
+        }
+    });
+    let mut ws = socket.socket;
+    match end {
+        End::Gone => {}
+        End::Broken => {
+            let _ = ws
+                .send(close_message(close_code::GO_AWAY, "Broken framing."))
+                .await;
+        }
+        End::Close(code, reason) => {
+            if !socket.out.is_empty() {
+                socket.out.push(']');
+                if send_text(&mut ws, std::mem::take(&mut socket.out))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if send_text(&mut ws, sockjs::close_frame(code, &reason))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let _ = ws.send(close_message(close_code::NORMAL, "")).await;
+        }
+    }
+}
+
+/// The WebSocket of a `websocket` session as a [`WebSocketHandler`](super::WebSocketHandler)
+/// sees it: client messages out of the JSON frames, messages to the client gathered into one
+/// `a[...]` frame per [`flush`](Self::flush), `h` after `heartbeat` of silence while the
+/// handler waits in [`recv`](Self::recv).
+pub(crate) struct SockJsSocket {
+    socket: WebSocket,
+    heartbeat: std::time::Duration,
+    last_out: Instant,
+    /// Client messages of a frame not handed out yet.
+    inbox: VecDeque<String>,
+    /// `a[` and the messages queued since the last flush, or empty.
+    out: String,
+    /// Set once the connection is gone or the client broke the framing.
+    end: Option<End>,
+}
+
+/// What one wait in [`SockJsSocket::recv`] brought.
+enum Woken {
+    Frame(Option<Result<Message, axum::Error>>),
+    Heartbeat,
+}
+
+impl SockJsSocket {
+    /// The next client message; `None` once the connection is gone or the client sent a
+    /// frame that is not JSON (then the service drops the connection). Sends `h` frames
+    /// while it waits. Cancel-safe: a message read is kept for the next call.
+    pub(crate) async fn recv(&mut self) -> Option<String> {
+        loop {
+            if let Some(m) = self.inbox.pop_front() {
+                return Some(m);
+            }
+            if self.end.is_some() {
+                return None;
+            }
+            let woken = tokio::select! {
+                m = self.socket.recv() => Woken::Frame(m),
+                _ = tokio::time::sleep_until(self.last_out + self.heartbeat) => Woken::Heartbeat,
+            };
+            match woken {
+                Woken::Frame(Some(Ok(Message::Text(t)))) => match sockjs::parse_websocket(&t) {
+                    Ok(messages) => self.inbox.extend(messages),
+                    Err(_) => self.end = Some(End::Broken),
+                },
+                Woken::Frame(Some(Ok(Message::Close(_))) | None | Some(Err(_))) => {
+                    self.end = Some(End::Gone);
+                }
+                Woken::Frame(Some(Ok(_))) => {}
+                Woken::Heartbeat => {
+                    if self.send(sockjs::HEARTBEAT.to_owned()).await.is_err() {
+                        self.end = Some(End::Gone);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues a message for the next [`flush`](Self::flush), escaped in place.
+    pub(crate) fn push(&mut self, message: &str) {
+        if self.out.is_empty() {
+            self.out.push_str("a[");
+        } else {
+            self.out.push(',');
+        }
+        sockjs::quote_into(&mut self.out, message);
+    }
+
+    /// Sends what was queued as one `a[...]` frame.
+    pub(crate) async fn flush(&mut self) -> Result<(), ()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.out.push(']');
+        let frame = std::mem::take(&mut self.out);
+        if self.send(frame).await.is_err() {
+            self.end = Some(End::Gone);
+            return Err(());
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, frame: String) -> Result<(), axum::Error> {
+        send_text(&mut self.socket, frame).await?;
+        self.last_out = Instant::now();
+        Ok(())
+    }
 }
 
 /// What the loop sends before ending.

@@ -89,8 +89,8 @@ enum Stop {
     Broken,
 }
 
-/// Serves one STOMP connection until it ends.
-pub(crate) async fn serve<W: Wire>(state: AppState, principal: Principal, wire: W) {
+/// Serves one STOMP connection until it ends; gives the wire back (to close it).
+pub(crate) async fn serve<W: Wire>(state: AppState, principal: Principal, wire: W) -> W {
     let preauthenticated = principal.name.as_ref() != "unauthenticated";
     let config = SessionConfig {
         server_heartbeat: state.config.stomp_heartbeat,
@@ -116,6 +116,7 @@ pub(crate) async fn serve<W: Wire>(state: AppState, principal: Principal, wire: 
         let _ = conn.wire.flush().await;
     }
     conn.cleanup();
+    conn.wire
 }
 
 impl<W: Wire> Conn<W> {

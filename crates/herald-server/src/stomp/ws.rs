@@ -18,7 +18,7 @@ use crate::{
     config::Config,
     error::ApiError,
     gateway::Principal,
-    sockjs::{self, SockJsConn, SockJsOptions},
+    sockjs::{self, SockJsConn, SockJsOptions, SockJsSocket},
     state::{AppState, Transport},
 };
 
@@ -28,6 +28,7 @@ pub(crate) fn router(config: &Config) -> Router<AppState> {
     let mut options = SockJsOptions::from_config(config);
     options.upgrade = Some(get(upgrade));
     options.count_as = Transport::Stomp;
+    options.websocket_handler = Some(sockjs::websocket_handler(over_sockjs_websocket));
     sockjs::service("/ws", sockjs::handler(over_sockjs), options)
 }
 
@@ -39,6 +40,38 @@ async fn over_sockjs(state: AppState, conn: SockJsConn) {
         queued: Vec::new(),
     };
     super::serve(state, principal, wire).await;
+}
+
+/// STOMP carried by a SockJS `websocket` session, framed in place.
+async fn over_sockjs_websocket(
+    state: AppState,
+    principal: Option<Principal>,
+    socket: SockJsSocket,
+) -> SockJsSocket {
+    let principal = principal.unwrap_or_else(Principal::nobody);
+    super::serve(state, principal, SockJsWsWire(socket)).await.0
+}
+
+/// STOMP frames as the messages of a SockJS `websocket` session: one frame per message,
+/// every frame fed between two flushes in one `a[...]` WebSocket message.
+struct SockJsWsWire(SockJsSocket);
+
+impl Wire for SockJsWsWire {
+    async fn recv(&mut self) -> Option<Bytes> {
+        self.0.recv().await.map(Bytes::from)
+    }
+
+    async fn feed(&mut self, frame: Bytes) -> Result<(), ()> {
+        match std::str::from_utf8(&frame) {
+            Ok(text) => self.0.push(text),
+            Err(_) => self.0.push(&String::from_utf8_lossy(&frame)),
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), ()> {
+        self.0.flush().await
+    }
 }
 
 /// STOMP frames as SockJS messages (SockJS carries text: one frame per message).

@@ -1210,3 +1210,83 @@ async fn sessions_hold_connection_slots() {
     .await;
     srv.stop().await;
 }
+
+/// The messages of the next `a[...]` frame (skipping `h` frames).
+async fn ws_messages(ws: &mut Ws) -> Vec<String> {
+    loop {
+        let frame = ws_text(ws).await.expect("a frame");
+        if frame == "h" {
+            continue;
+        }
+        let inner = frame
+            .strip_prefix('a')
+            .unwrap_or_else(|| panic!("not a message frame: {frame}"));
+        return serde_json::from_str(inner).expect("a JSON array of strings");
+    }
+}
+
+/// STOMP over the SockJS `websocket` transport of `/ws` (as sockjs-client + a STOMP client
+/// use it), which runs in place on the socket: open frame, heart-beats, frames batched into
+/// `a[...]`, broken framing and the shutdown close.
+#[tokio::test]
+async fn stomp_over_the_sockjs_websocket_transport() {
+    let srv = TestServer::spawn_with(fast).await;
+    let path = format!("/ws{}/websocket", session());
+    let mut ws = ws_open(&srv, &path).await;
+    assert_eq!(ws_text(&mut ws).await.as_deref(), Some("o"));
+    // Nothing to say for 200 ms: a heart-beat frame.
+    assert_eq!(ws_text(&mut ws).await.as_deref(), Some("h"));
+    let connect =
+        serde_json::to_string(&["CONNECT\naccept-version:1.2\nhost:herald\n\n\0"]).unwrap();
+    ws_send(&mut ws, &connect).await;
+    let connected = ws_messages(&mut ws).await;
+    assert!(connected[0].starts_with("CONNECTED\n"), "{connected:?}");
+    // Two frames in one SockJS message, one of them a plain string.
+    let subscribe = serde_json::to_string(&[
+        "SUBSCRIBE\nid:0\ndestination:/topic/sj.*\n\n\0",
+        "SUBSCRIBE\nid:1\ndestination:/topic/sj.b\nreceipt:r1\n\n\0",
+    ])
+    .unwrap();
+    ws_send(&mut ws, &subscribe).await;
+    assert!(ws_messages(&mut ws).await[0].starts_with("RECEIPT\nreceipt-id:r1\n"));
+    crate::util::publish(
+        &srv,
+        "sj.b",
+        serde_json::json!({"data": {"text": "quote \" and \u{2028}"}}),
+    )
+    .await;
+    let mut frames = Vec::new();
+    while frames.len() < 2 {
+        frames.extend(ws_messages(&mut ws).await);
+    }
+    let mut subs: Vec<&str> = frames
+        .iter()
+        .map(|f| {
+            assert!(f.starts_with("MESSAGE\n"), "{f}");
+            assert!(f.contains(r#""text":"quote \" and"#), "{f}");
+            assert!(f.contains('\u{2028}'), "the escaped character arrives: {f}");
+            f.lines()
+                .find_map(|l| l.strip_prefix("subscription:"))
+                .expect("a subscription header")
+        })
+        .collect();
+    subs.sort_unstable();
+    assert_eq!(subs, ["0", "1"]);
+
+    // Shutting down: SockJS's close frame, then the end of the connection.
+    let mut ws2 = ws_open(&srv, &format!("/ws{}/websocket", session())).await;
+    assert_eq!(ws_text(&mut ws2).await.as_deref(), Some("o"));
+    // Broken JSON drops the connection.
+    ws_send(&mut ws2, r#"["CONN"#).await;
+    assert_eq!(ws_text(&mut ws2).await, None);
+    srv.stop().await;
+    let mut last = Vec::new();
+    while let Some(frame) = ws_text(&mut ws).await {
+        last.push(frame);
+    }
+    assert_eq!(
+        last.last().map(String::as_str),
+        Some(r#"c[1001,"Server shutting down"]"#),
+        "{last:?}"
+    );
+}
