@@ -35,6 +35,8 @@ pub mod slots {
     pub const JSON: usize = 2;
     /// STOMP `MESSAGE` frame without its per-subscription head.
     pub const STOMP: usize = 3;
+    /// The same, escaped as the inside of a JSON string (STOMP over SockJS).
+    pub const SOCKJS_STOMP: usize = 4;
 }
 
 /// The event's JSON object (`{"id","topic","event","data","time"}`), cached on the event.

@@ -68,6 +68,14 @@ fn extra_escape(c: char) -> bool {
 pub fn quote_into(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
+    escape_into(out, s);
+    out.push('"');
+}
+
+/// Appends `s` escaped as the inside of a JSON string literal (no quotes), with SockJS's
+/// escaping: the quoted form of `a + b` is `"` + escaped `a` + escaped `b` + `"`.
+pub fn escape_into(out: &mut String, s: &str) {
+    out.reserve(s.len());
     // Copies runs of characters that need no escape in one go; ASCII is decided by the byte,
     // other characters only need a look when they may be one of `extra_escape`'s.
     let bytes = s.as_bytes();
@@ -107,7 +115,6 @@ pub fn quote_into(out: &mut String, s: &str) {
         run = i;
     }
     out.push_str(&s[run..]);
-    out.push('"');
 }
 
 /// `s` as a JSON string literal with SockJS's escaping.

@@ -119,12 +119,21 @@ impl AckTracker {
     /// `MESSAGE`'s `ack` header, or `None` for `auto` (and unknown) subscriptions, whose
     /// messages are not tracked.
     pub fn delivered(&mut self, subscription: &str, message_id: &str) -> Option<String> {
+        self.delivered_with(subscription, || message_id.to_owned())
+    }
+
+    /// [`delivered`](Self::delivered) with the message id made only when it is kept.
+    pub fn delivered_with(
+        &mut self,
+        subscription: &str,
+        message_id: impl FnOnce() -> String,
+    ) -> Option<String> {
         let p = self.subs.get_mut(subscription)?;
         if !p.mode.needs_ack() {
             return None;
         }
         self.next += 1;
-        p.unacked.push_back((self.next, message_id.to_owned()));
+        p.unacked.push_back((self.next, message_id()));
         Some(self.next.to_string())
     }
 

@@ -75,6 +75,12 @@ impl SharedMessage {
         version: Version,
         out: &mut BytesMut,
     ) {
+        Self::write_head(subscription, ack, version, out);
+    }
+
+    /// [`write_prefix`](Self::write_prefix) without a message at hand (the head does not
+    /// depend on it).
+    pub fn write_head(subscription: &str, ack: Option<&str>, version: Version, out: &mut BytesMut) {
         let esc = Escaping::of(version, Command::Message);
         out.reserve(subscription.len() + ack.map_or(0, str::len) + 32);
         out.put_slice(b"MESSAGE\nsubscription:");
@@ -116,8 +122,7 @@ impl SharedMessage {
 /// `application/json`, or, when the data is a JSON string, the string's text with
 /// `text/plain` (so a text published over STOMP comes back as the same text).
 pub fn event_message(ev: &Event, version: Version) -> SharedMessage {
-    let needs_escape = ev.event.bytes().any(|b| b == b':' || b == b'\\');
-    if version == Version::V1_0 && needs_escape {
+    if version == Version::V1_0 && v1_0_cannot_share(ev) {
         return build_event_message(ev, Version::V1_0);
     }
     SharedMessage {
@@ -125,6 +130,28 @@ pub fn event_message(ev: &Event, version: Version) -> SharedMessage {
             build_event_message(ev, Version::V1_2).tail
         }),
     }
+}
+
+/// Whether STOMP 1.0 needs its own `MESSAGE` for the event (its type holds `:` or `\`).
+fn v1_0_cannot_share(ev: &Event) -> bool {
+    ev.event.bytes().any(|b| b == b':' || b == b'\\')
+}
+
+/// [`event_message`]'s shared part escaped as the inside of a JSON string (see
+/// [`crate::sockjs::escape_into`]), as STOMP over SockJS carries it; cached on the event
+/// under the same conditions.
+pub fn event_message_for_sockjs(ev: &Event, version: Version) -> Bytes {
+    let escape = |tail: &Bytes| {
+        let mut out = String::with_capacity(tail.len() + tail.len() / 8);
+        crate::sockjs::escape_into(&mut out, &String::from_utf8_lossy(tail));
+        Bytes::from(out)
+    };
+    if version == Version::V1_0 && v1_0_cannot_share(ev) {
+        return escape(&event_message(ev, version).tail);
+    }
+    ev.encoded(slots::SOCKJS_STOMP, |ev| {
+        escape(&event_message(ev, Version::V1_2).tail)
+    })
 }
 
 fn build_event_message(ev: &Event, version: Version) -> SharedMessage {
@@ -203,6 +230,39 @@ mod tests {
                 f
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sockjs_form_is_the_quoted_frame_split_at_the_head() {
+        for (event, version) in [
+            ("order-created", Version::V1_2),
+            ("order-created", Version::V1_0),
+            ("a:b\\c", Version::V1_0),
+            ("a:b\\c", Version::V1_1),
+        ] {
+            let e = ev(event, r#"{"text":"quote \" line\n \u2028","n":[1,2]}"#);
+            let whole = event_message(&e, version).to_bytes("sub-0", Some("7"), version);
+            let mut head = BytesMut::new();
+            SharedMessage::write_head("sub-0", Some("7"), version, &mut head);
+            let tail = event_message_for_sockjs(&e, version);
+            let joined = format!(
+                "\"{}{}\"",
+                crate::sockjs::quote(std::str::from_utf8(&head).unwrap()).trim_matches('"'),
+                std::str::from_utf8(&tail).unwrap()
+            );
+            assert_eq!(
+                joined,
+                crate::sockjs::quote(std::str::from_utf8(&whole).unwrap()),
+                "{event} {version:?}"
+            );
+            // Cached: the second call hands out the same bytes.
+            if version != Version::V1_0 || !event.contains(':') {
+                assert_eq!(
+                    tail.as_ptr(),
+                    event_message_for_sockjs(&e, version).as_ptr()
+                );
+            }
         }
     }
 

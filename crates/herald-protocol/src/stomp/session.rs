@@ -342,7 +342,17 @@ impl Session {
     /// Records a `MESSAGE` sent on `subscription`; returns the `ack` header value it must
     /// carry (`None` for `auto` subscriptions).
     pub fn delivered(&mut self, subscription: &str, message_id: &str) -> Option<String> {
-        self.acks.delivered(subscription, message_id)
+        self.acks
+            .delivered_with(subscription, || message_id.to_owned())
+    }
+
+    /// [`delivered`](Self::delivered) with the message id made only when it is kept.
+    pub fn delivered_with(
+        &mut self,
+        subscription: &str,
+        message_id: impl FnOnce() -> String,
+    ) -> Option<String> {
+        self.acks.delivered_with(subscription, message_id)
     }
 
     /// The connection is gone (or closing): open transactions are aborted, and the

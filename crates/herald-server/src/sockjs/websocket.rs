@@ -226,6 +226,21 @@ impl SockJsSocket {
         sockjs::quote_into(&mut self.out, message);
     }
 
+    /// Queues a message made of `head` (escaped here) and `escaped_tail` (escaped already, as
+    /// by [`sockjs::escape_into`]: an encoding shared by many sockets).
+    pub(crate) fn push_escaped(&mut self, head: &str, escaped_tail: &str) {
+        if self.out.is_empty() {
+            self.out.push_str("a[");
+        } else {
+            self.out.push(',');
+        }
+        self.out.reserve(head.len() + escaped_tail.len() + 2);
+        self.out.push('"');
+        sockjs::escape_into(&mut self.out, head);
+        self.out.push_str(escaped_tail);
+        self.out.push('"');
+    }
+
     /// Sends what was queued as one `a[...]` frame.
     pub(crate) async fn flush(&mut self) -> Result<(), ()> {
         if self.out.is_empty() {

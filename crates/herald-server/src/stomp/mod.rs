@@ -47,6 +47,21 @@ pub(crate) trait Wire: Send {
     fn feed(&mut self, frame: Bytes) -> impl Future<Output = Result<(), ()>> + Send;
     /// Sends what was queued.
     fn flush(&mut self) -> impl Future<Output = Result<(), ()>> + Send;
+    /// Queues the `MESSAGE` frame of a topic event for one subscription: `head` (its
+    /// per-subscription part), then the event's shared part for `version`. Wires that frame
+    /// the bytes again may use an encoding the event caches for them.
+    fn feed_event(
+        &mut self,
+        head: &[u8],
+        event: &Event,
+        version: Version,
+    ) -> impl Future<Output = Result<(), ()>> + Send {
+        let tail = stomp::event_message(event, version);
+        let mut frame = BytesMut::with_capacity(head.len() + tail.tail().len());
+        frame.extend_from_slice(head);
+        frame.extend_from_slice(tail.tail());
+        self.feed(frame.freeze())
+    }
 }
 
 /// What a subscription yields.
@@ -502,7 +517,17 @@ impl<W: Wire> Conn<W> {
                 let mut n = 0;
                 for item in &items {
                     let (shared, message_id) = match item {
-                        Item::Event(e) => (stomp::event_message(e, version), e.id.to_string()),
+                        Item::Event(e) => {
+                            // The id is only spelled out for subscriptions that track acks.
+                            let ack = self.session.delivered_with(id, || e.id.to_string());
+                            out.clear();
+                            SharedMessage::write_head(id, ack.as_deref(), version, &mut out);
+                            if self.wire.feed_event(&out, e, version).await.is_err() {
+                                return Err(Stop::Broken);
+                            }
+                            n += 1;
+                            continue;
+                        }
                         Item::Truncated { requested, oldest } => (
                             stomp::message::truncated(
                                 version,
@@ -514,6 +539,7 @@ impl<W: Wire> Conn<W> {
                         ),
                     };
                     let ack = self.session.delivered(id, &message_id);
+                    out.clear();
                     shared.write(id, ack.as_deref(), version, &mut out);
                     if self.wire.feed(out.split().freeze()).await.is_err() {
                         return Err(Stop::Broken);

@@ -12,6 +12,8 @@ use axum::{
 };
 use bytes::Bytes;
 use futures::SinkExt;
+use herald_core::Event;
+use herald_protocol::stomp::Version;
 
 use super::Wire;
 use crate::{
@@ -71,6 +73,14 @@ impl Wire for SockJsWsWire {
 
     async fn flush(&mut self) -> Result<(), ()> {
         self.0.flush().await
+    }
+
+    async fn feed_event(&mut self, head: &[u8], event: &Event, version: Version) -> Result<(), ()> {
+        // The event's part is escaped once per event, for every SockJS socket.
+        let tail = herald_protocol::stomp::event_message_for_sockjs(event, version);
+        let tail = std::str::from_utf8(&tail).map_err(|_| ())?;
+        self.0.push_escaped(&String::from_utf8_lossy(head), tail);
+        Ok(())
     }
 }
 
@@ -141,13 +151,10 @@ impl Wire for WsWire {
     }
 
     async fn feed(&mut self, frame: Bytes) -> Result<(), ()> {
-        let msg = if std::str::from_utf8(&frame).is_ok() {
-            match Utf8Bytes::try_from(frame) {
-                Ok(text) => Message::Text(text),
-                Err(_) => return Err(()),
-            }
-        } else {
-            Message::Binary(frame)
+        // One UTF-8 check (a clone of `Bytes` is a reference count).
+        let msg = match Utf8Bytes::try_from(frame.clone()) {
+            Ok(text) => Message::Text(text),
+            Err(_) => Message::Binary(frame),
         };
         self.0.feed(msg).await.map_err(|_| ())
     }
