@@ -82,6 +82,8 @@ struct Pending {
 pub struct AckTracker {
     next: u64,
     subs: HashMap<String, Pending>,
+    /// How many subscriptions need acks (none: deliveries skip the lookup).
+    acked_subs: usize,
 }
 
 impl AckTracker {
@@ -92,20 +94,31 @@ impl AckTracker {
 
     /// Starts tracking a subscription (replacing any earlier one with that id).
     pub fn subscribe(&mut self, id: &str, mode: AckMode) {
-        self.subs.insert(
+        let old = self.subs.insert(
             id.to_owned(),
             Pending {
                 mode,
                 unacked: VecDeque::new(),
             },
         );
+        self.count(old.as_ref(), -1);
+        if mode.needs_ack() {
+            self.acked_subs += 1;
+        }
+    }
+
+    fn count(&mut self, p: Option<&Pending>, by: isize) {
+        if p.is_some_and(|p| p.mode.needs_ack()) {
+            self.acked_subs = self.acked_subs.saturating_add_signed(by);
+        }
     }
 
     /// Stops tracking a subscription; returns its unacknowledged message ids (to redeliver
     /// elsewhere, for queues), oldest first.
     pub fn unsubscribe(&mut self, id: &str) -> Vec<String> {
-        self.subs
-            .remove(id)
+        let removed = self.subs.remove(id);
+        self.count(removed.as_ref(), -1);
+        removed
             .map(|p| p.unacked.into_iter().map(|(_, m)| m).collect())
             .unwrap_or_default()
     }
@@ -128,6 +141,9 @@ impl AckTracker {
         subscription: &str,
         message_id: impl FnOnce() -> String,
     ) -> Option<String> {
+        if self.acked_subs == 0 {
+            return None;
+        }
         let p = self.subs.get_mut(subscription)?;
         if !p.mode.needs_ack() {
             return None;
@@ -247,6 +263,23 @@ mod tests {
         for m in [AckMode::Auto, AckMode::Client, AckMode::ClientIndividual] {
             assert_eq!(AckMode::parse(Some(m.as_str())), Some(m));
         }
+    }
+
+    #[test]
+    fn replacing_and_removing_subscriptions_keeps_tracking_right() {
+        let mut t = AckTracker::new();
+        t.subscribe("x", AckMode::Client);
+        assert!(t.delivered("x", "m1").is_some());
+        t.subscribe("x", AckMode::Auto);
+        assert_eq!(t.delivered("x", "m2"), None);
+        t.subscribe("y", AckMode::ClientIndividual);
+        t.subscribe("x", AckMode::Client);
+        assert_eq!(t.unsubscribe("y"), Vec::<String>::new());
+        assert!(t.delivered("x", "m3").is_some(), "x still needs acks");
+        assert_eq!(t.unsubscribe("x"), vec!["m3".to_owned()]);
+        assert_eq!(t.delivered("x", "m4"), None);
+        t.subscribe("z", AckMode::ClientIndividual);
+        assert!(t.delivered("z", "m5").is_some());
     }
 
     #[test]

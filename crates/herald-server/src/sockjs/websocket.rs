@@ -119,6 +119,7 @@ async fn run_direct(
         inbox: VecDeque::new(),
         out: String::new(),
         end: None,
+        last_len: 0,
     };
     if socket.send(sockjs::OPEN.to_owned()).await.is_err() {
         return;
@@ -174,7 +175,12 @@ pub(crate) struct SockJsSocket {
     out: String,
     /// Set once the connection is gone or the client broke the framing.
     end: Option<End>,
+    /// The length of the last frame sent: the next one starts with that much room.
+    last_len: usize,
 }
+
+/// Most room reserved up front for an `a[...]` frame.
+const MAX_RESERVE: usize = 64 * 1024;
 
 /// What one wait in [`SockJsSocket::recv`] brought.
 enum Woken {
@@ -218,22 +224,24 @@ impl SockJsSocket {
 
     /// Queues a message for the next [`flush`](Self::flush), escaped in place.
     pub(crate) fn push(&mut self, message: &str) {
+        self.open_or_continue();
+        sockjs::quote_into(&mut self.out, message);
+    }
+
+    /// Starts the `a[...]` frame (with room for one as long as the last) or adds a comma.
+    fn open_or_continue(&mut self) {
         if self.out.is_empty() {
+            self.out.reserve(self.last_len.min(MAX_RESERVE));
             self.out.push_str("a[");
         } else {
             self.out.push(',');
         }
-        sockjs::quote_into(&mut self.out, message);
     }
 
     /// Queues a message made of `head` (escaped here) and `escaped_tail` (escaped already, as
     /// by [`sockjs::escape_into`]: an encoding shared by many sockets).
     pub(crate) fn push_escaped(&mut self, head: &str, escaped_tail: &str) {
-        if self.out.is_empty() {
-            self.out.push_str("a[");
-        } else {
-            self.out.push(',');
-        }
+        self.open_or_continue();
         self.out.reserve(head.len() + escaped_tail.len() + 2);
         self.out.push('"');
         sockjs::escape_into(&mut self.out, head);
@@ -248,6 +256,7 @@ impl SockJsSocket {
         }
         self.out.push(']');
         let frame = std::mem::take(&mut self.out);
+        self.last_len = frame.len();
         if self.send(frame).await.is_err() {
             self.end = Some(End::Gone);
             return Err(());

@@ -79,7 +79,10 @@ impl Wire for SockJsWsWire {
         // The event's part is escaped once per event, for every SockJS socket.
         let tail = herald_protocol::stomp::event_message_for_sockjs(event, version);
         let tail = std::str::from_utf8(&tail).map_err(|_| ())?;
-        self.0.push_escaped(&String::from_utf8_lossy(head), tail);
+        match std::str::from_utf8(head) {
+            Ok(head) => self.0.push_escaped(head, tail),
+            Err(_) => self.0.push_escaped(&String::from_utf8_lossy(head), tail),
+        }
         Ok(())
     }
 }
