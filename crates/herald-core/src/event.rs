@@ -18,7 +18,7 @@ pub const MAX_EVENT_TYPE_LEN: usize = 128;
 /// Longest idempotency key, in bytes.
 pub const MAX_KEY_LEN: usize = 255;
 /// How many per-transport encodings one event can cache (see [`Event::encoded`]).
-pub const ENCODING_SLOTS: usize = 5;
+pub const ENCODING_SLOTS: usize = 6;
 
 /// Validates an event type: 1–128 bytes of printable ASCII without spaces.
 ///

@@ -37,6 +37,8 @@ pub mod slots {
     pub const STOMP: usize = 3;
     /// The same, escaped as the inside of a JSON string (STOMP over SockJS).
     pub const SOCKJS_STOMP: usize = 4;
+    /// A whole STOMP `MESSAGE` frame with the head of the first subscription that asked.
+    pub const STOMP_FRAME: usize = 5;
 }
 
 /// The event's JSON object (`{"id","topic","event","data","time"}`), cached on the event.

@@ -137,6 +137,29 @@ fn v1_0_cannot_share(ev: &Event) -> bool {
     ev.event.bytes().any(|b| b == b':' || b == b'\\')
 }
 
+/// The whole `MESSAGE` frame of an event after the per-subscription `head` (as written by
+/// [`SharedMessage::write_head`] without an `ack`), when it is the head the event's cached
+/// frame was built with: that is the first head asked for, and since STOMP clients number
+/// their subscriptions the same way (stomp.js: `sub-0`, `sub-1`, ...), most connections
+/// subscribed to a topic share it, and their frame is one buffer for all. `None` otherwise
+/// (and for heads longer than 255 bytes).
+pub fn event_frame_after(ev: &Event, version: Version, head: &[u8]) -> Option<Bytes> {
+    if (version == Version::V1_0 && v1_0_cannot_share(ev)) || head.len() > 255 {
+        return None;
+    }
+    // Layout: the head's length (one byte), then the frame (head and shared part).
+    let cached = ev.encoded(slots::STOMP_FRAME, |ev| {
+        let tail = event_message(ev, Version::V1_2).tail;
+        let mut out = BytesMut::with_capacity(1 + head.len() + tail.len());
+        out.put_u8(head.len() as u8);
+        out.put_slice(head);
+        out.put_slice(&tail);
+        out.freeze()
+    });
+    let n = usize::from(*cached.first()?);
+    (cached.get(1..=n)? == head).then(|| cached.slice(1..))
+}
+
 /// [`event_message`]'s shared part escaped as the inside of a JSON string (see
 /// [`crate::sockjs::escape_into`]), as STOMP over SockJS carries it; cached on the event
 /// under the same conditions.
@@ -231,6 +254,30 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_first_head_shares_its_whole_frame() {
+        let e = ev("order-created", r#"{"id":1}"#);
+        let head = |sub: &str| {
+            let mut h = BytesMut::new();
+            SharedMessage::write_head(sub, None, Version::V1_2, &mut h);
+            h
+        };
+        let whole = |sub: &str| event_message(&e, Version::V1_2).to_bytes(sub, None, Version::V1_2);
+        let first = event_frame_after(&e, Version::V1_2, &head("sub-0")).unwrap();
+        assert_eq!(first, whole("sub-0"));
+        let again = event_frame_after(&e, Version::V1_1, &head("sub-0")).unwrap();
+        assert_eq!(
+            again.as_ptr(),
+            first.as_ptr(),
+            "one buffer for every connection"
+        );
+        assert_eq!(event_frame_after(&e, Version::V1_2, &head("sub-1")), None);
+        assert_eq!(event_frame_after(&e, Version::V1_2, &[b'x'; 256]), None);
+        // STOMP 1.0 cannot share when the event type needs escaping.
+        let odd = ev("a:b", "1");
+        assert_eq!(event_frame_after(&odd, Version::V1_0, &head("sub-0")), None);
     }
 
     #[test]

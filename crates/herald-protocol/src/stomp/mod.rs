@@ -26,7 +26,7 @@ pub use ack::{AckMode, AckTarget, AckTracker, Acked};
 pub use codec::{Decoded, Heartbeat, Limits, StompCodec};
 pub use error::StompError;
 pub use frame::{Command, Escaping, Frame, HEARTBEAT, Version, encode};
-pub use message::{SharedMessage, event_message, event_message_for_sockjs};
+pub use message::{SharedMessage, event_frame_after, event_message, event_message_for_sockjs};
 pub use session::{
     Action, BodyError, Credentials, Destination, Publish, Session, SessionConfig, Subscribe,
 };

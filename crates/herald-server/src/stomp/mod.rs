@@ -48,19 +48,25 @@ pub(crate) trait Wire: Send {
     /// Sends what was queued.
     fn flush(&mut self) -> impl Future<Output = Result<(), ()>> + Send;
     /// Queues the `MESSAGE` frame of a topic event for one subscription: `head` (its
-    /// per-subscription part), then the event's shared part for `version`. Wires that frame
-    /// the bytes again may use an encoding the event caches for them.
+    /// per-subscription part; `shareable` when it has no `ack`), then the event's shared
+    /// part for `version`. Wires that frame the bytes again may use an encoding the event
+    /// caches for them.
     fn feed_event(
         &mut self,
         head: &[u8],
+        shareable: bool,
         event: &Event,
         version: Version,
     ) -> impl Future<Output = Result<(), ()>> + Send {
+        // The frame cached on the event when this connection's head is the common one.
+        if shareable && let Some(frame) = stomp::event_frame_after(event, version, head) {
+            return futures::future::Either::Left(self.feed(frame));
+        }
         let tail = stomp::event_message(event, version);
         let mut frame = BytesMut::with_capacity(head.len() + tail.tail().len());
         frame.extend_from_slice(head);
         frame.extend_from_slice(tail.tail());
-        self.feed(frame.freeze())
+        futures::future::Either::Right(self.feed(frame.freeze()))
     }
 }
 
@@ -522,7 +528,13 @@ impl<W: Wire> Conn<W> {
                             let ack = self.session.delivered_with(id, || e.id.to_string());
                             out.clear();
                             SharedMessage::write_head(id, ack.as_deref(), version, &mut out);
-                            if self.wire.feed_event(&out, e, version).await.is_err() {
+                            let shareable = ack.is_none();
+                            if self
+                                .wire
+                                .feed_event(&out, shareable, e, version)
+                                .await
+                                .is_err()
+                            {
                                 return Err(Stop::Broken);
                             }
                             n += 1;

@@ -75,7 +75,13 @@ impl Wire for SockJsWsWire {
         self.0.flush().await
     }
 
-    async fn feed_event(&mut self, head: &[u8], event: &Event, version: Version) -> Result<(), ()> {
+    async fn feed_event(
+        &mut self,
+        head: &[u8],
+        _shareable: bool,
+        event: &Event,
+        version: Version,
+    ) -> Result<(), ()> {
         // The event's part is escaped once per event, for every SockJS socket.
         let tail = herald_protocol::stomp::event_message_for_sockjs(event, version);
         let tail = std::str::from_utf8(&tail).map_err(|_| ())?;
