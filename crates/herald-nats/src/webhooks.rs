@@ -1017,19 +1017,23 @@ impl Inner {
         self.check_open()?;
         self.shared.connected()?;
         let consumer = self.consumer(endpoint).await?;
-        let mut pulled = consumer
-            .fetch()
-            .max_messages(limit.max(1))
-            .messages()
-            .await
-            .map_err(|e| self.fail("pull webhook deliveries", e))?;
+        let mut pulled = match consumer.fetch().max_messages(limit.max(1)).messages().await {
+            Ok(p) => p,
+            Err(e) => {
+                // Opened again next time (someone may have deleted it).
+                self.consumers.lock().remove(endpoint);
+                return Err(self.fail("pull webhook deliveries", e));
+            }
+        };
         let mut messages = Vec::new();
         let mut failure: Option<LogError> = None;
         while let Some(m) = pulled.next().await {
             match m {
                 Ok(m) => messages.push(m),
                 Err(e) => {
-                    // What came before the error is handed to us: take it.
+                    // What came before the error is handed to us: take it. The consumer is
+                    // opened again next time (someone may have deleted it).
+                    self.consumers.lock().remove(endpoint);
                     failure = Some(self.fail("pull webhook deliveries", e));
                     break;
                 }
