@@ -141,24 +141,30 @@ async fn run_direct(
                 .await;
         }
         End::Close(code, reason) => {
-            if !socket.out.is_empty() {
+            let left = (!socket.out.is_empty()).then(|| {
                 socket.out.push(']');
-                if send_text(&mut ws, std::mem::take(&mut socket.out))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            if send_text(&mut ws, sockjs::close_frame(code, &reason))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            let _ = ws.send(close_message(close_code::NORMAL, "")).await;
+                std::mem::take(&mut socket.out)
+            });
+            close_framed(&mut ws, left, code, &reason).await;
         }
     }
+}
+
+/// Ends a SockJS-framed WebSocket: the `a[...]` frame still to send, if any, the close frame
+/// `c[code,"reason"]`, then a WebSocket close.
+async fn close_framed(ws: &mut WebSocket, left: Option<String>, code: u16, reason: &str) {
+    if let Some(frame) = left
+        && send_text(ws, frame).await.is_err()
+    {
+        return;
+    }
+    if send_text(ws, sockjs::close_frame(code, reason))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = ws.send(close_message(close_code::NORMAL, "")).await;
 }
 
 /// The WebSocket of a `websocket` session as a [`WebSocketHandler`](super::WebSocketHandler)
@@ -421,20 +427,8 @@ async fn run(
                 let _ = socket.send(close_message(code, &reason)).await;
             } else {
                 let left = drain(&mut out_rx, Vec::new());
-                if !left.is_empty()
-                    && send_text(&mut socket, sockjs::message_frame(&left))
-                        .await
-                        .is_err()
-                {
-                    return;
-                }
-                if send_text(&mut socket, sockjs::close_frame(code, &reason))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                let _ = socket.send(close_message(close_code::NORMAL, "")).await;
+                let left = (!left.is_empty()).then(|| sockjs::message_frame(&left));
+                close_framed(&mut socket, left, code, &reason).await;
             }
         }
     }
