@@ -30,6 +30,8 @@ use crate::{codec, log::Shared};
 const QUEUE_PREFIX: &str = "_queue.";
 /// Unacknowledged messages one queue may have out (all nodes together).
 const MAX_ACK_PENDING: i64 = 10_000;
+/// How long a pull's answer may take beyond its own wait.
+const PULL_WAIT: Duration = Duration::from_secs(2);
 /// Longest queue name written readably into a consumer name.
 const READABLE: usize = 150;
 
@@ -92,7 +94,15 @@ impl NatsQueues {
                 .map_err(|e| self.shared.fail("pull from a queue", e))?,
         };
         let mut out = Vec::new();
-        while let Some(m) = messages.next().await {
+        // A pull JetStream parks instead of answering (or a reconnect lost) must not hold
+        // the consumer: what it may still bring comes back after the lease.
+        let answer_within = expires.unwrap_or_default() + PULL_WAIT;
+        loop {
+            let Ok(next) = tokio::time::timeout(answer_within, messages.next()).await else {
+                tracing::debug!("a queue pull went unanswered");
+                break;
+            };
+            let Some(m) = next else { break };
             match m {
                 Ok(m) => {
                     if let Some(leased) = self.leased(m).await {

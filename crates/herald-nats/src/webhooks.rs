@@ -90,9 +90,13 @@ use async_nats::{
     jetstream::{
         AckKind, Message,
         consumer::PullConsumer,
+        context::GetStreamErrorKind,
         kv::{self, Operation, UpdateErrorKind},
         message::Acker,
-        stream::{self, DirectGetErrorKind, DiscardPolicy, RetentionPolicy, StorageType},
+        stream::{
+            self, DirectGetErrorKind, DiscardPolicy, LastRawMessageErrorKind, RetentionPolicy,
+            StorageType,
+        },
     },
 };
 use bytes::Bytes;
@@ -150,6 +154,15 @@ const MAX_HOLD: Duration = Duration::from_secs(3600);
 /// While an endpoint has pending deliveries, `due` is asked again at least this often (for
 /// work-queue messages that come back without a state change: see the module docs).
 const POLL_MS: i64 = 1_000;
+
+/// How long a work-queue message whose delivery state is not readable yet (or whose slot is
+/// not free yet) waits before it is handed out again, and how many hand-outs it gets.
+const STATE_WAIT: Duration = Duration::from_millis(300);
+const STATE_WAITS: i64 = 30;
+
+/// How long one pull waits for JetStream's answer (a pull that JetStream parks instead of
+/// answering, or that a reconnect lost, must not hold the dispatcher).
+const PULL_WAIT: Duration = Duration::from_secs(2);
 
 /// A work-queue message that comes more than this before its delivery's next attempt is put
 /// back for the rest of the delay.
@@ -341,7 +354,17 @@ impl NatsWebhooks {
             .map_err(|e| NatsError::js("open the deliveries stream", e))?;
         // A cluster that ran before the work queue existed has pending deliveries without a
         // message: the node that creates the stream publishes theirs (below).
-        let work_existed = js.get_stream(name("DLVQ")).await.is_ok();
+        let work_existed = match js.get_stream(name("DLVQ")).await {
+            Ok(_) => true,
+            Err(e) => match e.kind() {
+                GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    false
+                }
+                _ => return Err(NatsError::js("look for the webhook work-queue stream", e)),
+            },
+        };
         crate::log::retry_race(|| {
             js.create_or_update_stream(stream::Config {
                 name: name("DLVQ"),
@@ -481,20 +504,52 @@ async fn keep_in_progress(inner: Arc<Inner>) {
             _ = inner.shared.stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
+        // Held longer than any attempt takes: forgotten, given back.
+        let forgotten: Vec<Arc<Acker>> = {
+            let mut held = inner.held.lock();
+            let old: Vec<u64> = held
+                .iter()
+                .filter(|(_, h)| h.since.elapsed() >= MAX_HOLD)
+                .map(|(id, _)| *id)
+                .collect();
+            old.iter()
+                .filter_map(|id| held.remove(id))
+                .map(|h| h.acker)
+                .collect()
+        };
+        for acker in forgotten {
+            let _ = acker.ack_with(AckKind::Nak(None)).await;
+        }
         let held: Vec<(u64, Arc<Acker>)> = inner
             .held
             .lock()
             .iter()
-            .filter(|(_, h)| h.since.elapsed() < MAX_HOLD)
             .map(|(id, h)| (*id, h.acker.clone()))
             .collect();
+        let inner = &inner;
         futures::stream::iter(held)
             .for_each_concurrent(CONCURRENCY, |(id, acker)| async move {
+                // Recorded meanwhile: its nak (with the retry delay) must stay the last word.
+                let still = inner
+                    .held
+                    .lock()
+                    .get(&id)
+                    .is_some_and(|h| Arc::ptr_eq(&h.acker, &acker));
+                if !still {
+                    return;
+                }
                 if let Err(e) = acker.ack_with(AckKind::Progress).await {
                     tracing::debug!(delivery = id, error = %e, "cannot mark a webhook delivery in progress");
                 }
             })
             .await;
+    }
+}
+
+/// Acknowledges a stale work-queue message (its delivery finished or was retried since).
+async fn drop_stale(acker: &Acker, id: u64) {
+    if let Err(e) = acker.ack_with(AckKind::Ack).await {
+        tracing::debug!(delivery = id, error = %e, "cannot drop a stale webhook work-queue message");
     }
 }
 
@@ -815,7 +870,16 @@ impl Inner {
     ) -> Result<Option<String>, LogError> {
         let m = match self.dlv.direct_get(id).await {
             Ok(m) => m,
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+            // A replica that lags may not have it yet: only the leader's answer says "gone".
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
+                match self.dlv.get_raw_message(id).await {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(self.fail("read a webhook delivery", e)),
+                }
+            }
             Err(e) => return Err(self.fail("read a webhook delivery", e)),
         };
         if m.subject.as_str() != self.shared.subjects.deliveries(endpoint) {
@@ -893,6 +957,7 @@ impl Inner {
         skip: &HashSet<u64>,
     ) -> Result<Option<Delivery>, LogError> {
         let parsed = parse_work(&m.payload);
+        let handed_out = m.info().map_or(1, |i| i.delivered);
         let (_, acker) = m.split();
         let Some((id, generation)) = parsed else {
             tracing::warn!(endpoint, "dropping a malformed webhook work-queue message");
@@ -907,29 +972,48 @@ impl Inner {
                 return Err(e);
             }
         };
+        // Dropped only on proof that it is stale: the delivery finished at this generation or
+        // has a newer one. A state that is missing or older may be a write this node's read
+        // has not seen yet (a lagging replica, or the message published first): it comes
+        // back shortly, and is dropped after STATE_WAITS hand-outs.
         let state = match rec {
-            Some(r) if r.state.status == Status::Pending && r.state.generation == generation => {
+            Some(r) if r.state.generation == generation && r.state.status == Status::Pending => {
                 r.state
             }
+            Some(r) if r.state.generation >= generation => {
+                drop_stale(&acker, id).await;
+                return Ok(None);
+            }
+            _ if handed_out >= STATE_WAITS => {
+                tracing::warn!(
+                    endpoint,
+                    delivery = id,
+                    generation,
+                    "dropping a webhook work-queue message whose delivery state never appeared"
+                );
+                drop_stale(&acker, id).await;
+                return Ok(None);
+            }
             _ => {
-                // Finished, removed, or superseded by a newer generation.
-                if let Err(e) = acker.ack_with(AckKind::Ack).await {
-                    tracing::debug!(delivery = id, error = %e, "cannot drop a stale webhook work-queue message");
-                }
+                let _ = acker.ack_with(AckKind::Nak(Some(STATE_WAIT))).await;
                 return Ok(None);
             }
         };
         let acker = Arc::new(acker);
-        {
+        let in_flight = {
             let mut held = self.held.lock();
-            if skip.contains(&id) || held.contains_key(&id) {
+            if let Some(h) = held.get_mut(&id) {
                 // Handed out again while this node works on it (progress did not get through):
                 // the newer hand-out is the one to acknowledge.
-                if let Some(h) = held.get_mut(&id) {
-                    h.acker = acker;
-                }
+                h.acker = acker.clone();
                 return Ok(None);
             }
+            skip.contains(&id)
+        };
+        if in_flight {
+            // Recorded a moment ago, its slot not freed yet: back in a moment.
+            let _ = acker.ack_with(AckKind::Nak(Some(STATE_WAIT))).await;
+            return Ok(None);
         }
         let wait = state.next_at_ms.saturating_sub(now_ms().max(now));
         if wait > EARLY_MS {
@@ -968,7 +1052,14 @@ impl Inner {
                     },
                     next: herald_core::webhook::Next::Failed,
                 };
-                self.record_one(endpoint, &gone).await?;
+                if let Err(e) = self.record_one(endpoint, &gone).await {
+                    // Not recorded: give it back (it is not in the dispatcher's hands).
+                    let held = self.held.lock().remove(&id);
+                    if let Some(h) = held {
+                        let _ = h.acker.ack_with(AckKind::Nak(Some(STATE_WAIT))).await;
+                    }
+                    return Err(e);
+                }
                 Ok(None)
             }
             Err(e) => {
@@ -1027,7 +1118,13 @@ impl Inner {
         };
         let mut messages = Vec::new();
         let mut failure: Option<LogError> = None;
-        while let Some(m) = pulled.next().await {
+        loop {
+            let Ok(next) = tokio::time::timeout(PULL_WAIT, pulled.next()).await else {
+                // Unanswered: what it may still bring is handed out again after the ack wait.
+                tracing::debug!(endpoint, "a webhook work-queue pull went unanswered");
+                break;
+            };
+            let Some(m) = next else { break };
             match m {
                 Ok(m) => messages.push(m),
                 Err(e) => {
