@@ -62,6 +62,10 @@
 //!   delivery is at least once, as `webhook-id` lets receivers dedupe.
 //! - A manual retry whose state change is stored but whose work-queue message cannot be
 //!   published answers an error; the delivery waits for the next retry (the API call again).
+//! - A test message (`enqueue`) whose state is stored but whose work-queue message is not (a
+//!   crash in between) is never attempted; outbox deliveries are redone by the outbox.
+//! - A node that has not yet seen an endpoint's deletion may open its work-queue consumer
+//!   again after the deleting node removed it; such a consumer stays until removed by hand.
 //! - `modify` uses compare-and-set; when another node changed the endpoint meanwhile, the
 //!   fields this change altered are laid over the newer value (the change cannot be run
 //!   again), not the change re-applied.
