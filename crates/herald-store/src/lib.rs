@@ -13,8 +13,9 @@
 //!   in id order, and only then answers the callers: once `append` returns, subscribers
 //!   have been handed the event and every read sees it.
 //! - **Ids** are one global sequence assigned by the writer (head + 1) as the table's
-//!   `INTEGER PRIMARY KEY`. The highest id ever assigned is kept in a `meta` row, so ids
-//!   continue after a restart and are never reused, even when retention removed every row.
+//!   `INTEGER PRIMARY KEY`. At open the head is the highest id in `events` or in any topic's
+//!   `pruned_through` (retention records how far it deleted), so ids continue after a
+//!   restart and are never reused, even when retention removed every row.
 //! - **Readers never block the writer.** `read` and `latest` run on a small pool of
 //!   read-only connections (at most 4, opened lazily) on tokio's blocking pool. WAL gives
 //!   each read a consistent snapshot while the writer keeps committing. A read for a few

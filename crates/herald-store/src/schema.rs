@@ -8,8 +8,11 @@
 //!   which `floor` needs and which cannot be recomputed once the rows are gone.
 //! - `keys(key PRIMARY KEY, id, at_ms)`: idempotency keys, with `keys_at` on `at_ms` so that
 //!   expiring them is a range delete.
-//! - `meta(name PRIMARY KEY, value)`: `head`, the highest id ever assigned, so that an id is
-//!   never reused even when retention has removed the newest rows' predecessors or every row.
+//! - `meta(name PRIMARY KEY, value)`: `head`, the highest id assigned, as written by earlier
+//!   versions at every commit; still read at start. It is not needed: an id is never reused
+//!   because start-up takes the head as the highest of the ids in `events` and every topic's
+//!   `pruned_through` (retention deletes rows only through `pruned_through`), so a commit now
+//!   writes one page less.
 //!
 //! Version 2 adds the outbound webhooks (a version 1 file is upgraded in place at open):
 //! - `webhooks(id PRIMARY KEY, body)`: endpoints as JSON ([`herald_core::Endpoint`]).

@@ -550,6 +550,9 @@ async fn batch_is_all_or_nothing() {
                 log.append(vec![ev("a", "ok1"), ev("b", "ok1b")]),
                 log.append(vec![keyed("a", "bad", Some("k2")), ev("poison", "x")]),
                 log.append(vec![keyed("a", "ok2", Some("k1"))]),
+                // One event without a key: one statement, no savepoint of its own.
+                log.append(vec![ev("poison", "alone")]),
+                log.append(vec![ev("b", "after")]),
             ])
             .await
         }
@@ -569,16 +572,18 @@ async fn batch_is_all_or_nothing() {
         "ids of the failed batch are reused: no gap"
     );
     assert!(!ok2[0].duplicate);
+    assert!(results[3].is_err());
+    assert_eq!(results[4].as_ref().unwrap()[0].event.id, 5);
     let out = log
         .append(vec![keyed("a", "again", Some("k2"))])
         .await
         .unwrap();
     assert!(!out[0].duplicate);
-    assert_eq!(out[0].event.id, 5);
+    assert_eq!(out[0].event.id, 6);
 
-    assert_eq!(rec.seen(), [1, 2, 3, 4, 5]);
+    assert_eq!(rec.seen(), [1, 2, 3, 4, 5, 6]);
     let stored = log.read(&pats(&[">"]), 0, 100).await.unwrap();
-    assert_eq!(ids(&stored), [1, 2, 3, 4, 5]);
+    assert_eq!(ids(&stored), [1, 2, 3, 4, 5, 6]);
     assert!(stored.iter().all(|e| e.data.get() != "\"bad\""));
     assert_eq!(log.topics("a").await.unwrap()[0].count, 4);
     log.close().await.unwrap();

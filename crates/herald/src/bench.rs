@@ -23,6 +23,7 @@
 //! own CPU share is always reported, because a saturated load generator makes a fan-out
 //! figure a lower bound of what the server can do.
 
+mod h1pub;
 mod procfs;
 mod wire;
 
@@ -51,6 +52,7 @@ use tokio_tungstenite::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    bench::h1pub::{H1Publisher, H1Target},
     cli::{BenchArgs, BenchVia},
     client::{self, Client, unix_nanos},
 };
@@ -611,15 +613,18 @@ async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
 
     // Phase 2: publish.
     let subs_on = |k: u64| (n_subs as u64) / topics + u64::from(k < n_subs as u64 % topics);
+    let batch_url = format!(
+        "{}/api/v1/events",
+        publisher.base.as_str().trim_end_matches('/')
+    );
+    let h1 = H1Plan::new(&targets.pub_urls, &batch_url, publisher.token.clone()).await;
     let plan = Arc::new(PublishPlan {
         client: publisher.clone(),
         urls: targets.pub_urls.clone(),
         batch: args.batch,
-        batch_url: format!(
-            "{}/api/v1/events",
-            publisher.base.as_str().trim_end_matches('/')
-        ),
+        batch_url,
         names: names.clone(),
+        h1,
         raw: targets.raw_publish,
         events: args.events,
         rate: args.rate,
@@ -1789,6 +1794,9 @@ struct PublishPlan {
     batch: u64,
     batch_url: String,
     names: Vec<String>,
+    /// Plain `http://` targets: published over the bench's own HTTP/1.1 connections
+    /// (`h1pub`) instead of `client`.
+    h1: Option<H1Plan>,
     /// Post the bare `{"seq","t"}` object (a foreign server) instead of Herald's envelope.
     raw: bool,
     events: u64,
@@ -1809,6 +1817,41 @@ impl PublishPlan {
     }
 }
 
+/// Request targets for `h1pub`, one per topic URL, and the batch URL's.
+struct H1Plan {
+    target: H1Target,
+    paths: Vec<String>,
+    batch_path: String,
+}
+
+impl H1Plan {
+    /// When every URL is plain `http://` on one host and port.
+    async fn new(urls: &[String], batch_url: &str, token: Option<String>) -> Option<Self> {
+        let (host, batch_path) = H1Target::split(batch_url)?;
+        let mut paths = Vec::with_capacity(urls.len());
+        for url in urls {
+            let (h, path) = H1Target::split(url)?;
+            if h != host {
+                return None;
+            }
+            paths.push(path);
+        }
+        let addr = resolve(urls.first().map_or(batch_url, String::as_str))
+            .await
+            .ok()?;
+        Some(Self {
+            target: H1Target { addr, host, token },
+            paths,
+            batch_path,
+        })
+    }
+
+    /// A publisher's own connection.
+    fn connection(&self) -> H1Publisher {
+        H1Publisher::new(self.target.clone())
+    }
+}
+
 /// What one publisher hands back.
 struct PublishReport {
     latency: Histogram<u64>,
@@ -1826,8 +1869,9 @@ async fn publish_loop(plan: Arc<PublishPlan>, latency: Histogram<u64>) -> Publis
         last_end: plan.start,
     };
     let topics = plan.urls.len() as u64;
+    let mut h1 = plan.h1.as_ref().map(H1Plan::connection);
     if plan.batch > 1 {
-        return publish_batches(&plan, report).await;
+        return publish_batches(&plan, h1, report).await;
     }
     loop {
         let seq = plan.next.fetch_add(1, Ordering::Relaxed);
@@ -1846,7 +1890,13 @@ async fn publish_loop(plan: Arc<PublishPlan>, latency: Histogram<u64>) -> Publis
             format!(r#"{{"event":"bench","data":{{"seq":{seq},"t":{t}}}}}"#)
         };
         let sent = Instant::now();
-        let result = post_json(&plan, &plan.urls[topic], body).await;
+        let result = match (&mut h1, &plan.h1) {
+            (Some(conn), Some(h)) => {
+                conn.post(&h.paths[topic], body.as_bytes(), PUBLISH_TIMEOUT)
+                    .await
+            }
+            _ => post_json(&plan, &plan.urls[topic], body).await,
+        };
         let end = Instant::now();
         report.last_end = report.last_end.max(end);
         match result {
@@ -1881,7 +1931,11 @@ async fn post_json(plan: &PublishPlan, url: &str, body: String) -> anyhow::Resul
 
 /// `--batch N`: publishes N events per `POST /api/v1/events` until every sequence number is
 /// taken (latency is per request).
-async fn publish_batches(plan: &PublishPlan, mut report: PublishReport) -> PublishReport {
+async fn publish_batches(
+    plan: &PublishPlan,
+    mut h1: Option<H1Publisher>,
+    mut report: PublishReport,
+) -> PublishReport {
     let topics = plan.names.len() as u64;
     loop {
         let first = plan.next.fetch_add(plan.batch, Ordering::Relaxed);
@@ -1907,7 +1961,13 @@ async fn publish_batches(plan: &PublishPlan, mut report: PublishReport) -> Publi
         }
         body.push(']');
         let sent = Instant::now();
-        let result = post_json(plan, &plan.batch_url, body).await;
+        let result = match (&mut h1, &plan.h1) {
+            (Some(conn), Some(h)) => {
+                conn.post(&h.batch_path, body.as_bytes(), PUBLISH_TIMEOUT)
+                    .await
+            }
+            _ => post_json(plan, &plan.batch_url, body).await,
+        };
         let end = Instant::now();
         report.last_end = report.last_end.max(end);
         match result {
