@@ -145,7 +145,10 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 /// 14 % of its time went to re-preparing). The plans of these statements do not depend on
 /// the values.
 fn stable_plans(conn: &Connection) -> Result<(), StoreError> {
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     Ok(())
 }
 

@@ -8,10 +8,9 @@
 //! queued (up to [`MAX_GROUP_EVENTS`] events) and writes them all in one transaction, so a
 //! single fsync acknowledges many publishers. No timer is involved: while one commit is on
 //! disk the next group queues up by itself, so batching grows with load and costs nothing
-//! when idle. Before draining, the thread yields its core once, so that request handlers
-//! sharing it can queue what they are already parsing. Each append call that is more than
-//! one statement gets a `SAVEPOINT`, so a failing batch is rolled back alone while the rest
-//! of the group commits (a one-statement append is undone by SQLite itself when it fails).
+//! when idle. Each append call that is more than one statement gets a `SAVEPOINT`, so a
+//! failing batch is rolled back alone while the rest of the group commits (a one-statement
+//! append is undone by SQLite itself when it fails).
 //!
 //! After a commit, in this order: the in-memory topic stats and head are updated, the
 //! [`CommitSink`](herald_core::CommitSink) is called with the new events in id order, and
@@ -161,12 +160,6 @@ impl Writer {
             };
             match cmd {
                 Command::Append { batch, reply } => {
-                    // Let whatever else is runnable on this core go first (request handlers
-                    // parsing more publishes): their appends join this group instead of
-                    // each paying for a commit of its own. Nothing else runnable: returns at
-                    // once. With 64 publishers on one core this took `batch` durability from
-                    // about 33,000 to 44,000 publishes/s (docs/benchmarks.md).
-                    std::thread::yield_now();
                     let mut events = batch.len();
                     let mut group = vec![(batch, reply)];
                     while events < MAX_GROUP_EVENTS {
