@@ -419,7 +419,15 @@ fn serve_publish_tail_and_sigterm() {
 
     // A small bench over every transport, from two source addresses: everything arrives,
     // once and in order.
-    for (via, events) in [("sse", 50), ("ws", 50), ("stomp", 200), ("longpoll", 200)] {
+    // `--batch`: events published 10 per request over the bench's own HTTP/1.1 connections.
+    for (via, events, batch) in [
+        ("sse", 50, "1"),
+        ("ws", 50, "1"),
+        ("stomp", 200, "1"),
+        ("sockjs", 200, "1"),
+        ("longpoll", 200, "1"),
+        ("sse", 200, "10"),
+    ] {
         let report = bench(
             &server,
             &[
@@ -431,8 +439,10 @@ fn serve_publish_tail_and_sigterm() {
                 "2",
                 "--events",
                 &events.to_string(),
+                "--batch",
+                batch,
                 "--topic-prefix",
-                &format!("bench_{via}"),
+                &format!("bench_{via}_{batch}"),
                 // Two source addresses, 127.0.0.2 and 127.0.0.3.
                 "--per-source",
                 "10",
