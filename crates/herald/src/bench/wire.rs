@@ -242,7 +242,10 @@ fn append_strings(json: &[u8], out: &mut Vec<u8>) -> Option<()> {
 }
 
 fn skip_ws(json: &[u8], mut i: usize) -> usize {
-    while json.get(i).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+    while json
+        .get(i)
+        .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
         i += 1;
     }
     i
@@ -484,10 +487,20 @@ mod tests {
             "\u{2028}\u{2029}\u{1}\u{1f} é ü 中 😀 \u{10ffff}",
         ];
         for n in 0..samples.len() {
-            let strings: Vec<&str> = samples.iter().cycle().skip(n).take(n + 1).copied().collect();
+            let strings: Vec<&str> = samples
+                .iter()
+                .cycle()
+                .skip(n)
+                .take(n + 1)
+                .copied()
+                .collect();
             let json = serde_json::to_string(&strings).unwrap();
             let mut out = Vec::new();
-            assert_eq!(append_strings(json.as_bytes(), &mut out), Some(()), "{json}");
+            assert_eq!(
+                append_strings(json.as_bytes(), &mut out),
+                Some(()),
+                "{json}"
+            );
             assert_eq!(out, strings.concat().as_bytes(), "{json}");
         }
         // Escapes serde_json does not write but JSON allows.
