@@ -1892,13 +1892,7 @@ async fn publish_loop(plan: Arc<PublishPlan>, latency: Histogram<u64>) -> Publis
             format!(r#"{{"event":"bench","data":{{"seq":{seq},"t":{t}}}}}"#)
         };
         let sent = Instant::now();
-        let result = match (&mut h1, &plan.h1) {
-            (Some(conn), Some(h)) => {
-                conn.post(&h.paths[topic], body.as_bytes(), PUBLISH_TIMEOUT)
-                    .await
-            }
-            _ => post_json(&plan, &plan.urls[topic], body).await,
-        };
+        let result = send(&plan, &mut h1, Some(topic), body).await;
         let end = Instant::now();
         report.last_end = report.last_end.max(end);
         match result {
@@ -1911,6 +1905,26 @@ async fn publish_loop(plan: Arc<PublishPlan>, latency: Histogram<u64>) -> Publis
                 report.errors += 1;
                 report.first_error.get_or_insert_with(|| format!("{e:#}"));
             }
+        }
+    }
+}
+
+/// One publish request to a topic's URL (`None`: the batch URL), over the publisher's own
+/// HTTP/1.1 connection when it has one.
+async fn send(
+    plan: &PublishPlan,
+    h1: &mut Option<H1Publisher>,
+    topic: Option<usize>,
+    body: String,
+) -> anyhow::Result<()> {
+    match (h1, &plan.h1) {
+        (Some(conn), Some(h)) => {
+            let path = topic.map_or(&h.batch_path, |t| &h.paths[t]);
+            conn.post(path, body.as_bytes(), PUBLISH_TIMEOUT).await
+        }
+        _ => {
+            let url = topic.map_or(&plan.batch_url, |t| &plan.urls[t]);
+            post_json(plan, url, body).await
         }
     }
 }
@@ -1963,13 +1977,7 @@ async fn publish_batches(
         }
         body.push(']');
         let sent = Instant::now();
-        let result = match (&mut h1, &plan.h1) {
-            (Some(conn), Some(h)) => {
-                conn.post(&h.batch_path, body.as_bytes(), PUBLISH_TIMEOUT)
-                    .await
-            }
-            _ => post_json(plan, &plan.batch_url, body).await,
-        };
+        let result = send(plan, &mut h1, None, body).await;
         let end = Instant::now();
         report.last_end = report.last_end.max(end);
         match result {
