@@ -520,7 +520,7 @@ pub(crate) struct BenchArgs {
     /// Events per second to publish (0: as fast as the publishers go).
     #[arg(long, default_value_t = 0.0, value_name = "R")]
     pub(crate) rate: f64,
-    /// Concurrent HTTP publishers.
+    /// Concurrent HTTP publishers, each with one kept-alive HTTP/1.1 connection of its own.
     #[arg(long, default_value_t = 4, value_name = "P", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) publishers: u64,
     /// Events per publish request: above 1 the publishers POST batches to /api/v1/events
