@@ -8,8 +8,9 @@
 //! that has made no progress for [`Listener`]'s `stall` period (one byte accepted counts as
 //! progress, so slow readers are fine); hyper then drops the connection.
 //!
-//! Every accepted connection is sniffed first (see `h1sse`): event streams over HTTP/1.1
-//! are served without hyper, everything else reaches axum through [`Listener::accept`].
+//! Every accepted connection is sniffed first (see `h1sse`): event streams and plain
+//! publishes over HTTP/1.1 are served without hyper (`h1pub`), everything else reaches axum
+//! through [`Listener::accept`].
 
 use std::{
     future::Future,
@@ -29,7 +30,10 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::h1sse::{self, Prefixed, Sniffed};
+use crate::{
+    h1sse::{self, Prefixed, Sniffed},
+    state::AppState,
+};
 
 /// Accepts connections in the background, sniffs each (serving event streams itself) and
 /// hands the others to axum: the listener axum serves from.
@@ -45,6 +49,7 @@ impl Listener {
         inner: TcpListener,
         stall: Duration,
         app: Router,
+        state: AppState,
         token: CancellationToken,
         tasks: &TaskTracker,
     ) -> Self {
@@ -61,8 +66,10 @@ impl Listener {
                 };
                 let tx = tx.clone();
                 let app = app.clone();
+                let state = state.clone();
+                let token = token.clone();
                 sniffers.spawn(async move {
-                    if let Sniffed::Hyper(io) = h1sse::sniff(io, addr, &app).await {
+                    if let Sniffed::Hyper(io) = h1sse::sniff(io, addr, &app, &state, &token).await {
                         // Refused when the server is shutting down: the connection closes.
                         let _ = tx.send((io, addr)).await;
                     }

@@ -11,9 +11,10 @@
 //! closes when the body ends. While the body is idle the connection is read too, so a client
 //! that goes away is noticed without waiting for the next heartbeat.
 //!
-//! Everything else (other methods, HTTP/2 prior knowledge, WebSocket upgrades, heads that do
-//! not parse) goes to hyper unchanged: the bytes read while sniffing are handed back in front
-//! of the connection ([`Prefixed`]).
+//! A connection that starts with a `POST` goes to `h1pub`, which serves plain single
+//! publishes without hyper. Everything else (other methods, HTTP/2 prior knowledge,
+//! WebSocket upgrades, heads that do not parse) goes to hyper unchanged: the bytes read while
+//! sniffing are handed back in front of the connection ([`Prefixed`]).
 
 use std::{
     io::{self, IoSlice},
@@ -34,7 +35,9 @@ use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tower::ServiceExt;
 
-use crate::conn::Connection;
+use tokio_util::sync::CancellationToken;
+
+use crate::{conn::Connection, state::AppState};
 
 /// Longest request head sniffed; a longer one goes to hyper (which applies its own limits).
 pub(crate) const MAX_HEAD: usize = 8192;
@@ -51,8 +54,15 @@ pub(crate) enum Sniffed {
     Done,
 }
 
-/// Reads a new connection's request head and serves it here when it is an event stream.
-pub(crate) async fn sniff(mut conn: Connection, addr: SocketAddr, app: &Router) -> Sniffed {
+/// Reads a new connection's request head and serves it here when it is an event stream, or
+/// hands it to `h1pub` when it is a `POST` (plain publishes are served there too).
+pub(crate) async fn sniff(
+    mut conn: Connection,
+    addr: SocketAddr,
+    app: &Router,
+    state: &AppState,
+    token: &CancellationToken,
+) -> Sniffed {
     let mut buf = BytesMut::with_capacity(1024);
     let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
     let request = loop {
@@ -63,6 +73,12 @@ pub(crate) async fn sniff(mut conn: Connection, addr: SocketAddr, app: &Router) 
             // Closed half way: hyper answers what it can.
             Ok(Ok(0)) => break None,
             Ok(Ok(_)) => {}
+        }
+        if buf.starts_with(b"POST ") {
+            match crate::h1pub::serve(&mut conn, &mut buf, state, token).await {
+                crate::h1pub::Outcome::Hyper => break None,
+                crate::h1pub::Outcome::Done => return Sniffed::Done,
+            }
         }
         if buf.len() >= 4 && &buf[..4] != b"GET " {
             break None;

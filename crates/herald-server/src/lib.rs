@@ -44,6 +44,7 @@ mod demo;
 pub mod error;
 mod events;
 pub mod gateway;
+mod h1pub;
 mod h1sse;
 mod inbound;
 mod ops;
@@ -232,11 +233,12 @@ pub async fn run(
     let addr = listener.local_addr().ok();
     tracing::info!(addr = ?addr, memory = state.config.memory, "herald listening");
     let stall = write_stall(&state.config);
-    let app = router(state);
+    let app = router(state.clone());
     // `tap_io` does nothing to the connection: axum implements `ConnectInfo<SocketAddr>` for
     // any listener wrapped in it, which keeps the client address available to handlers.
     let listener =
-        conn::Listener::start(listener, stall, app.clone(), token.clone(), &tasks).tap_io(|_| ());
+        conn::Listener::start(listener, stall, app.clone(), state, token.clone(), &tasks)
+            .tap_io(|_| ());
     let serve = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -487,3 +487,136 @@ async fn every_response_carries_x_request_id() {
     drop(sse);
     srv.stop().await;
 }
+
+/// Sends `raw` on one connection and reads until the server closes it.
+async fn exchange(srv: &TestServer, raw: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the server did not close the connection")
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+fn publish_request(topic: &str, body: &str, extra: &str) -> String {
+    format!(
+        "POST /api/v1/topics/{topic}/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n{extra}\r\n{body}",
+        body.len()
+    )
+}
+
+/// Plain single publishes are served without hyper (`h1pub`); pipelined on one connection,
+/// followed by other requests (which hyper takes over with the bytes already read), each
+/// gets the answer the router gives, with the same headers.
+#[tokio::test]
+async fn publishes_and_other_requests_share_a_connection() {
+    let srv = TestServer::spawn().await;
+    let raw = [
+        publish_request("pipe.a", r#"{"data":1}"#, ""),
+        publish_request(
+            "pipe.a",
+            r#"{"data":2,"key":"k1"}"#,
+            "X-Request-Id: mine\r\n",
+        ),
+        publish_request("pipe.a", r#"{"data":3,"key":"k1"}"#, ""),
+        publish_request("pipe.a", r#"{"dat":4}"#, ""),
+        // A query string: served by hyper and the router from here on.
+        publish_request("pipe.a", r#"{"data":5}"#, "").replacen(
+            "/events ",
+            "/events?via=hyper ",
+            1,
+        ),
+        "GET /api/v1/topics?prefix=pipe. HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+    ]
+    .concat();
+    let out = exchange(&srv, raw.as_bytes()).await;
+    let responses: Vec<&str> = out.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(responses.len(), 6, "{out}");
+    let header_names = |r: &str| -> Vec<String> {
+        let head = r.split("\r\n\r\n").next().unwrap();
+        head.lines()
+            .skip(1)
+            .map(|l| l.split(':').next().unwrap().to_ascii_lowercase())
+            .collect()
+    };
+    for (i, status) in [
+        (0, "201"),
+        (1, "201"),
+        (2, "201"),
+        (3, "422"),
+        (4, "201"),
+        (5, "200"),
+    ] {
+        assert!(responses[i].starts_with(status), "{i}: {}", responses[i]);
+    }
+    let plain = ["content-type", "x-request-id", "content-length", "date"];
+    assert_eq!(header_names(responses[0]), plain);
+    assert!(responses[0].contains("\"id\":\"1\""), "{}", responses[0]);
+    assert!(
+        responses[1].contains("x-request-id: mine\r\n"),
+        "{}",
+        responses[1]
+    );
+    assert!(responses[1].contains("\"id\":\"2\""));
+    // The same key again: the first event, marked as replayed.
+    assert_eq!(
+        header_names(responses[2]),
+        [
+            "content-type",
+            "idempotent-replayed",
+            "x-request-id",
+            "content-length",
+            "date"
+        ]
+    );
+    assert!(responses[2].contains("\"id\":\"2\""));
+    assert!(responses[3].contains("application/problem+json"));
+    assert!(responses[3].contains("`data` is required"));
+    // hyper's answer to the same kind of request has the same headers.
+    assert_eq!(header_names(responses[4]), plain);
+    assert!(responses[4].contains("\"id\":\"3\""), "{}", responses[4]);
+    assert!(responses[5].contains(r#""count":3"#), "{}", responses[5]);
+    srv.stop().await;
+}
+
+/// API keys, permissions and the body limit apply to the publishes served without hyper.
+#[tokio::test]
+async fn publishes_without_hyper_keep_auth_and_limits() {
+    let srv = TestServer::spawn_with(|c| {
+        c.auth.keys = vec![herald_server::config::AuthKeySection {
+            key: "k-pub".into(),
+            publish: vec!["ok.>".into()],
+            subscribe: vec![],
+            admin: false,
+        }];
+        c.limits.max_body_bytes = 64;
+    })
+    .await;
+    let bearer = "Authorization: Bearer k-pub\r\n";
+    let raw = [
+        publish_request("ok.a", r#"{"data":1}"#, bearer),
+        publish_request("no.a", r#"{"data":1}"#, bearer),
+        publish_request("ok.a", r#"{"data":1}"#, ""),
+        publish_request("ok.a", r#"{"data":1}"#, "Authorization: Bearer wrong\r\n"),
+        publish_request("ok.a", r#"{"data":2}"#, bearer),
+        // Over the body limit: hyper and the router answer.
+        publish_request(
+            "ok.a",
+            &format!(r#"{{"data":"{}"}}"#, "x".repeat(80)),
+            &format!("{bearer}Connection: close\r\n"),
+        ),
+    ]
+    .concat();
+    let out = exchange(&srv, raw.as_bytes()).await;
+    let statuses: Vec<&str> = out.split("HTTP/1.1 ").skip(1).map(|r| &r[..3]).collect();
+    assert_eq!(
+        statuses,
+        ["201", "403", "401", "401", "201", "413"],
+        "{out}"
+    );
+    srv.stop().await;
+}
