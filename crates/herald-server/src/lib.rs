@@ -104,6 +104,8 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this endpoint",
             )
         })
+        // `h1pub::serve` does these layers' work by hand for the plain publishes it serves
+        // without hyper: a layer added here must be added there too.
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
