@@ -25,7 +25,13 @@ use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::{conn::Connection, gateway, h1sse::MAX_HEAD, rest, state::AppState};
+use crate::{
+    conn::Connection,
+    gateway,
+    h1sse::{MAX_HEAD, put_date, put_header, put_status_and_headers},
+    rest,
+    state::AppState,
+};
 
 /// Most headers a publish may have here (more: hyper's business).
 const MAX_HEADERS: usize = 64;
@@ -210,17 +216,15 @@ async fn write_response(
         .await
         .map_err(std::io::Error::other)?;
     let mut out = BytesMut::with_capacity(256 + body.len());
-    out.put_slice(b"HTTP/1.1 ");
-    out.put_slice(parts.status.as_str().as_bytes());
-    out.put_u8(b' ');
-    out.put_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
-    out.put_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH || name == header::CONNECTION || name == "x-request-id" {
-            continue;
-        }
-        put_header(&mut out, name.as_str(), value.as_bytes());
-    }
+    put_status_and_headers(
+        &mut out,
+        &parts,
+        &[
+            header::CONTENT_LENGTH,
+            header::CONNECTION,
+            HeaderName::from_static("x-request-id"),
+        ],
+    );
     if let Some(id) = &request_id {
         put_header(&mut out, "x-request-id", id.as_bytes());
     }
@@ -229,33 +233,10 @@ async fn write_response(
         "content-length",
         body.len().to_string().as_bytes(),
     );
-    DATE.with_borrow_mut(|(secs, text)| {
-        let now = std::time::SystemTime::now();
-        let s = now
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if *secs != s || text.is_empty() {
-            *secs = s;
-            *text = httpdate::fmt_http_date(now);
-        }
-        put_header(&mut out, "date", text.as_bytes());
-    });
+    put_date(&mut out);
     out.put_slice(b"\r\n");
     out.put_slice(&body);
     conn.write_all(&out).await
-}
-
-thread_local! {
-    /// The `date` header's text and the second it is for (formatted once a second, as hyper
-    /// does).
-    static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
-}
-
-fn put_header(out: &mut BytesMut, name: &str, value: &[u8]) {
-    out.put_slice(name.as_bytes());
-    out.put_slice(b": ");
-    out.put_slice(value);
-    out.put_slice(b"\r\n");
 }
 
 #[cfg(test)]

@@ -172,27 +172,13 @@ async fn serve(mut conn: Connection, req: Request<Body>, app: &Router) {
     let Ok(resp) = app.clone().oneshot(req).await;
     let (parts, body) = resp.into_parts();
     let chunked = !parts.headers.contains_key(header::CONTENT_LENGTH);
-    let mut head = Vec::with_capacity(256);
-    head.extend_from_slice(
-        format!(
-            "HTTP/1.1 {} {}\r\n",
-            parts.status.as_u16(),
-            parts.status.canonical_reason().unwrap_or("")
-        )
-        .as_bytes(),
+    let mut head = BytesMut::with_capacity(256);
+    put_status_and_headers(
+        &mut head,
+        &parts,
+        &[header::CONNECTION, header::TRANSFER_ENCODING],
     );
-    for (name, value) in &parts.headers {
-        if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"date: ");
-    head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
-    head.extend_from_slice(b"\r\n");
+    put_date(&mut head);
     if chunked {
         head.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -234,6 +220,54 @@ async fn serve(mut conn: Connection, req: Request<Body>, app: &Router) {
         return;
     }
     let _ = conn.shutdown().await;
+}
+
+/// Appends a response's status line and its headers but those in `skip`.
+pub(crate) fn put_status_and_headers(
+    out: &mut BytesMut,
+    parts: &axum::http::response::Parts,
+    skip: &[HeaderName],
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if !skip.contains(name) {
+            put_header(out, name.as_str(), value.as_bytes());
+        }
+    }
+}
+
+/// Appends one header line.
+pub(crate) fn put_header(out: &mut BytesMut, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+thread_local! {
+    /// The `date` header's text and the second it is for (formatted once a second, as hyper
+    /// does).
+    static DATE: std::cell::RefCell<(u64, String)> =
+        const { std::cell::RefCell::new((0, String::new())) };
+}
+
+/// Appends the `date` header line.
+pub(crate) fn put_date(out: &mut BytesMut) {
+    DATE.with_borrow_mut(|(secs, text)| {
+        let now = std::time::SystemTime::now();
+        let s = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if *secs != s || text.is_empty() {
+            *secs = s;
+            *text = httpdate::fmt_http_date(now);
+        }
+        put_header(out, "date", text.as_bytes());
+    });
 }
 
 /// One chunk of the chunked coding: size line, data, CRLF, in one vectored write when the
