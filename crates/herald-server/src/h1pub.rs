@@ -35,8 +35,8 @@ use crate::{
 
 /// Most headers a publish may have here (more: hyper's business).
 const MAX_HEADERS: usize = 64;
-/// How long a started request may take to arrive whole, and how long a connection may be
-/// idle before it is handed to hyper (which then applies its own rules).
+/// How long a request may take to arrive whole from its first byte, and how long a
+/// connection may be idle before it is handed to hyper (which then applies its own rules).
 const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What became of a connection served here.
@@ -71,6 +71,9 @@ pub(crate) async fn serve(
     token: &CancellationToken,
 ) -> Outcome {
     loop {
+        // A request has `IDLE` from its first byte to arrive whole (no trickling a head in
+        // one byte at a time); the wait for its first byte is bounded by `IDLE` too.
+        let mut deadline = None;
         let publish = loop {
             match parse(buf, state.config.limits.max_body_bytes) {
                 Head::Other => return Outcome::Hyper,
@@ -78,7 +81,10 @@ pub(crate) async fn serve(
                 Head::Partial if buf.len() >= MAX_HEAD => return Outcome::Hyper,
                 Head::Partial => {
                     let idle = buf.is_empty();
-                    match read(conn, buf, token).await {
+                    if !idle {
+                        deadline.get_or_insert_with(|| tokio::time::Instant::now() + IDLE);
+                    }
+                    match read(conn, buf, token, deadline).await {
                         Read::More => {}
                         // Idle for long: hyper decides what happens to the connection.
                         Read::TimedOut if idle => return Outcome::Hyper,
@@ -87,8 +93,9 @@ pub(crate) async fn serve(
                 }
             }
         };
+        let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + IDLE);
         while buf.len() < publish.head + publish.body {
-            if !matches!(read(conn, buf, token).await, Read::More) {
+            if !matches!(read(conn, buf, token, Some(deadline)).await, Read::More) {
                 return Outcome::Done;
             }
         }
@@ -124,14 +131,21 @@ enum Read {
     Closed,
 }
 
-/// Reads more of the next request: stops at [`IDLE`], at the end of the connection, and
-/// (while nothing of a request has arrived) when the server shuts down.
-async fn read(conn: &mut Connection, buf: &mut BytesMut, token: &CancellationToken) -> Read {
+/// Reads more of the next request: stops at `deadline` (or after [`IDLE`] without one), at
+/// the end of the connection, and (while nothing of a request has arrived) when the server
+/// shuts down.
+async fn read(
+    conn: &mut Connection,
+    buf: &mut BytesMut,
+    token: &CancellationToken,
+    deadline: Option<tokio::time::Instant>,
+) -> Read {
     buf.reserve(1024);
     let between_requests = buf.is_empty();
+    let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + IDLE);
     let r = tokio::select! {
         _ = token.cancelled(), if between_requests => return Read::Closed,
-        r = tokio::time::timeout(IDLE, conn.read_buf(buf)) => r,
+        r = tokio::time::timeout_at(deadline, conn.read_buf(buf)) => r,
     };
     match r {
         Err(_) => Read::TimedOut,
