@@ -28,13 +28,13 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     conn::Connection,
     gateway,
-    h1sse::{MAX_HEAD, put_date, put_header, put_status_and_headers},
+    h1sse::{
+        MAX_HEAD, RawHead, needs_hyper, parse_head, put_date, put_header, put_status_and_headers,
+    },
     rest,
     state::AppState,
 };
 
-/// Most headers a publish may have here (more: hyper's business).
-const MAX_HEADERS: usize = 64;
 /// How long a request may take to arrive whole from its first byte, and how long a
 /// connection may be idle before it is handed to hyper (which then applies its own rules).
 const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -99,9 +99,10 @@ pub(crate) async fn serve(
                 return Outcome::Done;
             }
         }
-        let mut request = buf.split_to(publish.head + publish.body);
-        let body = request.split_off(publish.head).freeze();
-        drop(request);
+        let body = buf
+            .split_to(publish.head + publish.body)
+            .split_off(publish.head)
+            .freeze();
         let Publish { topic, headers, .. } = publish;
 
         // What the layers of `crate::router` do, in their order.
@@ -159,62 +160,39 @@ fn parse(buf: &[u8], max_body: usize) -> Head {
     if buf.len() >= 5 && !buf.starts_with(b"POST ") {
         return Head::Other;
     }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let head = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Head::Partial,
-        Err(_) => return Head::Other,
+    let (head, path, headers) = match parse_head(buf, "POST") {
+        RawHead::Partial => return Head::Partial,
+        RawHead::Other => return Head::Other,
+        RawHead::Complete { len, path, headers } => (len, path, headers),
     };
-    if parsed.method != Some("POST") || parsed.version != Some(1) {
-        return Head::Other;
-    }
-    let Some(topic) = parsed
-        .path
-        .and_then(|p| p.strip_prefix("/api/v1/topics/"))
+    let Some(topic) = path
+        .strip_prefix("/api/v1/topics/")
         .and_then(|p| p.strip_suffix("/events"))
         .filter(|t| !t.is_empty() && !t.contains(['/', '%', '?', '#']))
     else {
         return Head::Other;
     };
-    let mut map = HeaderMap::with_capacity(parsed.headers.len());
-    let mut body = None;
-    for h in parsed.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_bytes(h.value),
-        ) else {
-            return Head::Other;
-        };
-        if name == header::CONTENT_LENGTH {
-            let len = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            match (body, len) {
-                (None, Some(len)) if len <= max_body => body = Some(len),
-                // Twice, unreadable or too large: hyper and the body limit answer.
-                _ => return Head::Other,
-            }
-        } else if name == header::TRANSFER_ENCODING
-            || name == header::EXPECT
-            || name == header::UPGRADE
-            || (name == header::CONNECTION
-                && value
-                    .to_str()
-                    .map_or(true, |v| v.to_ascii_lowercase().contains("close")))
-        {
-            return Head::Other;
-        }
-        map.append(name, value);
-    }
-    let Some(body) = body else {
+    // Exactly one readable length within the limit; otherwise hyper and the body limit answer.
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let body = match (lengths.next(), lengths.next()) {
+        (Some(v), None) => v.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()),
+        _ => None,
+    };
+    let Some(body) = body.filter(|&len| len <= max_body) else {
         return Head::Other;
     };
+    let close = headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .map_or(true, |v| v.to_ascii_lowercase().contains("close"))
+    });
+    if close || needs_hyper(&headers) {
+        return Head::Other;
+    }
     Head::Publish(Publish {
         head,
         body,
         topic: topic.to_owned(),
-        headers: map,
+        headers,
     })
 }
 

@@ -28,7 +28,7 @@ use axum::{
     Router,
     body::Body,
     extract::ConnectInfo,
-    http::{HeaderName, HeaderValue, Method, Request, Uri, Version, header},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header},
 };
 use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
@@ -120,49 +120,86 @@ enum Head {
     Stream(Box<Request<Body>>, usize),
 }
 
-fn parse(buf: &[u8], addr: SocketAddr) -> Head {
+/// A request head at the front of a buffer, as the sniffers (here and `h1pub`) see it.
+pub(crate) enum RawHead<'b> {
+    /// Not complete yet.
+    Partial,
+    /// Not an HTTP/1.1 request with the method asked for, or one hyper should judge (it does
+    /// not parse, has too many headers, or a header `http` refuses).
+    Other,
+    /// Its length, its request target and its headers.
+    Complete {
+        len: usize,
+        path: &'b str,
+        headers: HeaderMap,
+    },
+}
+
+/// Parses an HTTP/1.1 request head with `method` at the front of `buf`.
+pub(crate) fn parse_head<'b>(buf: &'b [u8], method: &str) -> RawHead<'b> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let len = match parsed.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Head::Partial,
-        Err(_) => return Head::Other,
+        Ok(httparse::Status::Partial) => return RawHead::Partial,
+        Err(_) => return RawHead::Other,
     };
-    if parsed.method != Some("GET") || parsed.version != Some(1) {
-        return Head::Other;
-    }
-    let Some(Ok(uri)) = parsed.path.map(str::parse::<Uri>) else {
-        return Head::Other;
+    let (Some(path), true) = (
+        parsed.path,
+        parsed.method == Some(method) && parsed.version == Some(1),
+    ) else {
+        return RawHead::Other;
     };
-    let mut req = Request::new(Body::empty());
-    *req.method_mut() = Method::GET;
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    let mut wants_stream = false;
+    let mut map = HeaderMap::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(h.name.as_bytes()),
             HeaderValue::from_bytes(h.value),
         ) else {
-            return Head::Other;
+            return RawHead::Other;
         };
-        if name == header::ACCEPT {
-            wants_stream |= value
-                .to_str()
-                .is_ok_and(|v| v.to_ascii_lowercase().contains("text/event-stream"));
-        }
-        let with_body = (name == header::CONTENT_LENGTH && value.as_bytes() != b"0")
-            || name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == header::EXPECT;
-        if with_body {
-            return Head::Other;
-        }
-        req.headers_mut().append(name, value);
+        map.append(name, value);
     }
-    if !wants_stream {
+    RawHead::Complete {
+        len,
+        path,
+        headers: map,
+    }
+}
+
+/// Whether a request asks for what only hyper does here: a transfer coding, `expect`
+/// (`100-continue`), or a protocol upgrade.
+pub(crate) fn needs_hyper(headers: &HeaderMap) -> bool {
+    [header::TRANSFER_ENCODING, header::EXPECT, header::UPGRADE]
+        .iter()
+        .any(|h| headers.contains_key(h))
+}
+
+fn parse(buf: &[u8], addr: SocketAddr) -> Head {
+    let (len, path, headers) = match parse_head(buf, "GET") {
+        RawHead::Partial => return Head::Partial,
+        RawHead::Other => return Head::Other,
+        RawHead::Complete { len, path, headers } => (len, path, headers),
+    };
+    let Ok(uri) = path.parse::<Uri>() else {
+        return Head::Other;
+    };
+    let with_body = headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .any(|v| v.as_bytes() != b"0");
+    let wants_stream = headers.get_all(header::ACCEPT).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.to_ascii_lowercase().contains("text/event-stream"))
+    });
+    if with_body || needs_hyper(&headers) || !wants_stream {
         return Head::Other;
     }
+    let mut req = Request::new(Body::empty());
+    *req.method_mut() = Method::GET;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
     req.extensions_mut().insert(ConnectInfo(addr));
     Head::Stream(Box::new(req), len)
 }
